@@ -1,0 +1,69 @@
+//! `pgbackup check`: the preflight. Each step prints one line; the first
+//! failure stops the check with exit code 1.
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::pg;
+use crate::storage::{ObjectMeta, Storage};
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    println!(
+        "config      ok (database {:?}, storage {})",
+        cfg.database.name(),
+        storage_label(&cfg)
+    );
+    let server = pg::server_info(&cfg.database).await?;
+    println!(
+        "database    ok ({} at {}, PostgreSQL {})",
+        cfg.database.name(),
+        pg::host_label(cfg.database.url_without_password()),
+        server.version
+    );
+    let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+    println!(
+        "pg_dump     ok ({} in {})",
+        tools.version_line,
+        tools.bin_dir.display()
+    );
+
+    let storage = Storage::from_config(&cfg).await?;
+    // A name outside the backup shape, so retention never counts it.
+    let key = format!(
+        "{}.pgbackup-check-{:016x}",
+        cfg.prefix,
+        rand::random::<u64>()
+    );
+    let mut w = storage.create(&key).await?;
+    w.write_part(Bytes::from_static(b"pgbackup check\n"))
+        .await?;
+    w.commit(&ObjectMeta {
+        sha256: "0".repeat(64),
+        ..Default::default()
+    })
+    .await?;
+    let listed = storage.list(&key).await?.iter().any(|o| o.key == key);
+    let failed = storage.delete(std::slice::from_ref(&key)).await?;
+    if !listed {
+        anyhow::bail!("storage check failed: wrote {key} but the listing does not show it");
+    }
+    if let Some((k, why)) = failed.first() {
+        anyhow::bail!("storage check failed: cannot delete {k}: {why}");
+    }
+    println!(
+        "storage     ok (write, list, delete in {})",
+        storage.describe()
+    );
+    Ok(())
+}
+
+fn storage_label(cfg: &Config) -> String {
+    match &cfg.storage {
+        crate::config::StorageConfig::S3 {
+            bucket, endpoint, ..
+        } => {
+            format!("s3://{bucket} at {}", endpoint.as_deref().unwrap_or("AWS"))
+        }
+        crate::config::StorageConfig::Local { dir } => dir.display().to_string(),
+    }
+}

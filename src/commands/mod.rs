@@ -1,0 +1,50 @@
+//! The subcommands, one file each. Exit codes: 0 success, 1 the work failed,
+//! 2 bad configuration or usage.
+
+mod backup;
+mod check;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::error::ConfigError;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pgbackup",
+    version,
+    about = "PostgreSQL backups to S3-compatible storage, with Prometheus metrics"
+)]
+#[command(after_help = "Configuration comes from the environment; see README.md.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One backup now, then retention; exits with its outcome.
+    Backup,
+    /// Preflight: config, database reachable, pg_dump fits the server, storage round trip.
+    Check,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Backup => backup::run(load_config()?).await,
+        Command::Check => check::run(load_config()?).await,
+    }
+}
+
+fn load_config() -> Result<Config, ConfigError> {
+    Config::from_env()
+}
+
+/// 2 for configuration and usage errors, 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.chain().any(|c| c.is::<ConfigError>()) {
+        2
+    } else {
+        1
+    }
+}

@@ -1,0 +1,474 @@
+//! One backup: pg_dump -> compress + sha256 -> parts -> storage.
+//!
+//! pg_dump's stdout is read on a blocking thread that compresses and hashes
+//! on the fly and cuts fixed-size parts; the async side uploads them with
+//! bounded memory (a full channel stops reading, a full pipe stops pg_dump).
+//! The object is committed only after pg_dump exited 0 with a non-empty dump;
+//! every other ending aborts it. Nothing touches local disk on the way.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Compression, Config, Format};
+use crate::error::{JobError, Stage};
+use crate::pg;
+use crate::storage::{self, ObjectMeta, Storage};
+
+/// What a successful backup produced; metrics and notifications read this.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub key: String,
+    pub dump_bytes: u64,
+    pub stored_bytes: u64,
+    pub sha256: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+}
+
+/// The end of one attempt, successful or not.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub database: String,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub duration: Duration,
+    pub result: Result<BackupReport, JobError>,
+}
+
+/// Runs one backup to the end (or until `cancel` fires) and reports it.
+pub async fn run(cfg: &Config, storage: &Storage, cancel: &CancellationToken) -> Outcome {
+    let started = Utc::now();
+    let t0 = Instant::now();
+    let result = backup(cfg, storage, cancel, started).await;
+    Outcome {
+        database: cfg.database.name().to_string(),
+        started,
+        finished: Utc::now(),
+        duration: t0.elapsed(),
+        result,
+    }
+}
+
+async fn backup(
+    cfg: &Config,
+    storage: &Storage,
+    cancel: &CancellationToken,
+    started: DateTime<Utc>,
+) -> Result<BackupReport, JobError> {
+    let key = crate::naming::object_name(&cfg.prefix, started, cfg.format, cfg.compression);
+    let server = cancellable(cancel, pg::server_info(&cfg.database)).await?;
+    let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+    tracing::debug!(server = %server.version, pg_dump = %tools.version_line, "versions");
+
+    let mut cmd = tools.command("pg_dump", &cfg.database);
+    cmd.arg("--no-password")
+        .arg(format!("--format={}", cfg.format.as_str()));
+    if cfg.format == Format::Custom {
+        // We compress the stream ourselves, faster and in one place.
+        cmd.arg("--compress=0");
+    }
+    cmd.args(&cfg.pg_dump_options)
+        .arg(format!("--dbname={}", cfg.database.url_without_password()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        JobError::permanent(
+            Stage::Dump,
+            format!("cannot start {}: {e}", tools.bin("pg_dump").display()),
+        )
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // A bigger pipe means fewer wakeups on a fast dump; failure is harmless.
+    unsafe {
+        libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    // Drain stderr concurrently: a full stderr pipe would block pg_dump.
+    let stderr_task = tokio::spawn(drain_tail(stderr));
+
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    let reader = SyncIoBridge::new(stdout);
+    let compression = cfg.compression;
+    let compressor = tokio::task::spawn_blocking(move || compress(reader, compression, tx));
+
+    let mut writer = storage.create(&key).await?;
+    let uploaded: Result<(), JobError> = async {
+        loop {
+            tokio::select! {
+                part = rx.recv() => match part {
+                    Some(p) => writer.write_part(p).await?,
+                    None => return Ok(()),
+                },
+                _ = cancel.cancelled() => return Err(cancelled()),
+            }
+        }
+    }
+    .await;
+    drop(rx);
+
+    let finished = match uploaded {
+        Err(e) => {
+            let _ = child.start_kill();
+            Err(e)
+        }
+        Ok(()) => {
+            let counts = compressor.await;
+            let status = tokio::select! {
+                s = child.wait() => s,
+                _ = cancel.cancelled() => { let _ = child.start_kill(); Err(std::io::Error::other("cancelled")) }
+            };
+            let stderr_tail = stderr_task.await.unwrap_or_default();
+            check_dump(status, counts, &stderr_tail, cancel)
+        }
+    };
+    // Reap pg_dump in every case: no zombie, no orphan.
+    let _ = child.wait().await;
+
+    match finished {
+        Err(e) => {
+            writer.abort().await;
+            Err(e)
+        }
+        Ok(counts) => {
+            let mut meta = ObjectMeta {
+                sha256: counts.sha256.clone(),
+                ..Default::default()
+            };
+            for (k, v) in [
+                ("dump-bytes", counts.dump_bytes.to_string()),
+                ("format", cfg.format.as_str().to_string()),
+                ("compression", cfg.compression.as_str().to_string()),
+                ("database", cfg.database.name().to_string()),
+                ("server-version", server.version.clone()),
+                ("pg-dump-version", tools.major.to_string()),
+                ("pgbackup-version", env!("CARGO_PKG_VERSION").to_string()),
+            ] {
+                meta.extra.insert(k.to_string(), ascii_only(&v));
+            }
+            if cancel.is_cancelled() {
+                writer.abort().await;
+                return Err(cancelled());
+            }
+            writer.commit(&meta).await?;
+            Ok(BackupReport {
+                key,
+                dump_bytes: counts.dump_bytes,
+                stored_bytes: counts.stored_bytes,
+                sha256: counts.sha256,
+                server_version: server.version,
+                pg_dump_version: tools.version_line,
+            })
+        }
+    }
+}
+
+/// S3 user metadata must be ASCII; database names may not be.
+fn ascii_only(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_string()
+    } else {
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+}
+
+fn cancelled() -> JobError {
+    JobError::permanent(Stage::Cancelled, "backup stopped by shutdown")
+}
+
+async fn cancellable<T>(
+    cancel: &CancellationToken,
+    f: impl std::future::Future<Output = Result<T, JobError>>,
+) -> Result<T, JobError> {
+    tokio::select! {
+        r = f => r,
+        _ = cancel.cancelled() => Err(cancelled()),
+    }
+}
+
+fn check_dump(
+    status: std::io::Result<std::process::ExitStatus>,
+    counts: Result<Result<Counts, JobError>, tokio::task::JoinError>,
+    stderr_tail: &str,
+    cancel: &CancellationToken,
+) -> Result<Counts, JobError> {
+    if cancel.is_cancelled() {
+        return Err(cancelled());
+    }
+    let status = status
+        .map_err(|e| JobError::permanent(Stage::Dump, format!("waiting for pg_dump: {e}")))?;
+    let said = crate::error::one_line(stderr_tail);
+    if !status.success() {
+        let how = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(c), _) => format!("exited with status {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            _ => "failed".to_string(),
+        };
+        let said = if said.is_empty() {
+            String::new()
+        } else {
+            format!(": {said}")
+        };
+        return Err(JobError::permanent(
+            Stage::Dump,
+            format!("pg_dump {how}{said}"),
+        ));
+    }
+    let counts = counts
+        .map_err(|e| JobError::permanent(Stage::Compress, format!("compressor thread: {e}")))??;
+    if counts.dump_bytes == 0 {
+        return Err(JobError::permanent(
+            Stage::Dump,
+            format!(
+                "pg_dump exited 0 but wrote nothing{}",
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {said}")
+                }
+            ),
+        ));
+    }
+    Ok(counts)
+}
+
+/// Keeps the last 16 KiB of a stream (pg_dump's stderr).
+async fn drain_tail(mut r: impl tokio::io::AsyncRead + Unpin) -> String {
+    const KEEP: usize = 16 * 1024;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match r.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > 2 * KEEP {
+                    buf.drain(..buf.len() - KEEP);
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[derive(Debug, Clone)]
+pub struct Counts {
+    pub dump_bytes: u64,
+    pub stored_bytes: u64,
+    pub sha256: String,
+}
+
+/// Reads the dump, compresses and hashes it, and sends fixed-size parts.
+/// Runs on a blocking thread.
+pub fn compress(
+    mut reader: impl Read,
+    compression: Compression,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<Counts, JobError> {
+    let sink = PartSink::new(tx);
+    let mut dump_bytes = 0u64;
+    let sink = match compression {
+        Compression::Zstd { level } => {
+            let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(compress_err)?;
+            dump_bytes = pump(&mut reader, &mut enc)?;
+            enc.finish().map_err(compress_err)?
+        }
+        Compression::Gzip { level } => {
+            let mut enc = flate2::write::GzEncoder::new(sink, flate2::Compression::new(level));
+            dump_bytes = pump(&mut reader, &mut enc)?;
+            enc.finish().map_err(compress_err)?
+        }
+        Compression::None => {
+            let mut sink = sink;
+            dump_bytes += pump(&mut reader, &mut sink)?;
+            sink
+        }
+    };
+    let (stored_bytes, sha256) = sink.finish()?;
+    Ok(Counts {
+        dump_bytes,
+        stored_bytes,
+        sha256,
+    })
+}
+
+fn pump(r: &mut impl Read, w: &mut impl Write) -> Result<u64, JobError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(JobError::permanent(
+                    Stage::Dump,
+                    format!("reading pg_dump output: {e}"),
+                ))
+            }
+        };
+        total += n as u64;
+        w.write_all(&buf[..n]).map_err(compress_err)?;
+    }
+}
+
+fn compress_err(e: std::io::Error) -> JobError {
+    JobError::permanent(Stage::Compress, e.to_string())
+}
+
+/// The compressed side: hashes every byte and cuts parts of `part_size(i)`.
+struct PartSink {
+    tx: mpsc::Sender<Bytes>,
+    buf: BytesMut,
+    index: u32,
+    total: u64,
+    hash: Sha256,
+}
+
+impl PartSink {
+    fn new(tx: mpsc::Sender<Bytes>) -> Self {
+        PartSink {
+            tx,
+            buf: BytesMut::with_capacity(storage::part_size(0)),
+            index: 0,
+            total: 0,
+            hash: Sha256::new(),
+        }
+    }
+
+    fn send(&mut self, part: Bytes) -> std::io::Result<()> {
+        self.index += 1;
+        self.tx
+            .blocking_send(part)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))
+    }
+
+    fn finish(mut self) -> Result<(u64, String), JobError> {
+        let last = self.buf.split().freeze();
+        if !last.is_empty() {
+            self.send(last).map_err(compress_err)?;
+        }
+        Ok((self.total, hex::encode(self.hash.finalize())))
+    }
+}
+
+impl Write for PartSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let written = data.len();
+        self.hash.update(data);
+        self.total += written as u64;
+        let mut data = data;
+        while !data.is_empty() {
+            let size = storage::part_size(self.index);
+            let take = (size - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == size {
+                let part = std::mem::replace(
+                    &mut self.buf,
+                    BytesMut::with_capacity(storage::part_size(self.index + 1)),
+                );
+                self.send(part.freeze())?;
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_compress(input: Vec<u8>, c: Compression) -> (Counts, Vec<Bytes>) {
+        let (tx, mut rx) = mpsc::channel(1);
+        let h = std::thread::spawn(move || compress(std::io::Cursor::new(input), c, tx));
+        let mut parts = Vec::new();
+        while let Some(p) = rx.blocking_recv() {
+            parts.push(p);
+        }
+        (h.join().unwrap().unwrap(), parts)
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        // Half text, half noise: compressible but not trivially.
+        (0..n)
+            .map(|i| {
+                if (i / 4096) % 2 == 0 {
+                    b"abcdefgh"[i % 8]
+                } else {
+                    (i.wrapping_mul(2654435761) >> 13) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parts_hash_and_decompress_back() {
+        let input = sample(20 * 1024 * 1024);
+        for c in [
+            Compression::DEFAULT,
+            Compression::Gzip { level: 1 },
+            Compression::None,
+        ] {
+            let (counts, parts) = run_compress(input.clone(), c);
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(counts.dump_bytes, input.len() as u64);
+            assert_eq!(counts.stored_bytes, joined.len() as u64);
+            assert_eq!(counts.sha256, hex::encode(Sha256::digest(&joined)));
+            for p in &parts[..parts.len() - 1] {
+                assert_eq!(
+                    p.len(),
+                    storage::part_size(0),
+                    "{c:?}: all but the last part are full"
+                );
+            }
+            let back = match c {
+                Compression::Zstd { .. } => zstd::decode_all(&joined[..]).unwrap(),
+                Compression::Gzip { .. } => {
+                    let mut out = Vec::new();
+                    flate2::read::GzDecoder::new(&joined[..])
+                        .read_to_end(&mut out)
+                        .unwrap();
+                    out
+                }
+                Compression::None => joined.clone(),
+            };
+            assert!(back == input, "{c:?} round trip");
+        }
+    }
+
+    #[test]
+    fn empty_input_gives_no_dump_bytes() {
+        let (counts, _) = run_compress(Vec::new(), Compression::DEFAULT);
+        assert_eq!(counts.dump_bytes, 0);
+    }
+
+    #[test]
+    fn a_closed_upload_stops_the_compressor() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let e = compress(
+            std::io::Cursor::new(sample(20 << 20)),
+            Compression::None,
+            tx,
+        )
+        .unwrap_err();
+        assert_eq!(e.stage, Stage::Compress);
+    }
+}

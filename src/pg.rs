@@ -1,0 +1,310 @@
+//! PostgreSQL side: ask the server its version, pick client tools at least
+//! that new, and build their commands without ever putting the password on a
+//! command line (anyone can read argv with `ps`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+use url::Url;
+
+use crate::config::Database;
+use crate::error::{JobError, Retry, Stage};
+
+/// What the server told us about itself.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// e.g. 150020
+    pub version_num: u32,
+    /// e.g. "15.20"
+    pub version: String,
+}
+
+impl ServerInfo {
+    pub fn major(&self) -> u32 {
+        major_of(self.version_num)
+    }
+}
+
+/// `server_version_num` to a major version (10 and later: 150020 -> 15; 9.6: 90624 -> 9).
+pub fn major_of(version_num: u32) -> u32 {
+    version_num / 10000
+}
+
+/// Connects with tokio-postgres (honouring sslmode) and runs `f` with the client.
+pub async fn connect(db: &Database) -> Result<tokio_postgres::Client, JobError> {
+    let cfg = client_config(db.url_without_password(), db.password().map(|p| p.expose()))?;
+    let ssl = cfg.get_ssl_mode();
+    let mut tls = native_tls::TlsConnector::builder();
+    let mode = query_param(db.url_without_password(), "sslmode");
+    // libpq's `require` encrypts without checking the certificate; only
+    // verify-ca / verify-full check it.
+    match mode.as_deref() {
+        Some("verify-full") => {}
+        Some("verify-ca") => {
+            tls.danger_accept_invalid_hostnames(true);
+        }
+        _ => {
+            tls.danger_accept_invalid_certs(true);
+            tls.danger_accept_invalid_hostnames(true);
+        }
+    }
+    let tls = tls
+        .build()
+        .map_err(|e| JobError::permanent(Stage::Connect, format!("TLS setup: {e}")))?;
+    let connector = postgres_native_tls::MakeTlsConnector::new(tls);
+    let _ = ssl;
+    let (client, conn) = cfg
+        .connect(connector)
+        .await
+        .map_err(|e| connect_error(db, &e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+pub async fn server_info(db: &Database) -> Result<ServerInfo, JobError> {
+    let client = connect(db).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            JobError::permanent(Stage::Connect, format!("asking the server version: {e}"))
+        })?;
+    let num: i32 = row.get(0);
+    let version: String = row.get(1);
+    Ok(ServerInfo {
+        version_num: num as u32,
+        version: version.split_whitespace().next().unwrap_or("").to_string(),
+    })
+}
+
+fn connect_error(db: &Database, e: &tokio_postgres::Error) -> JobError {
+    let target = host_label(db.url_without_password());
+    // tokio-postgres puts the server's message in the source chain.
+    let mut msg = e.to_string();
+    if let Some(db_err) = e.as_db_error() {
+        msg = format!("{}: {}", db_err.severity(), db_err.message());
+    } else if let Some(src) = std::error::Error::source(e) {
+        msg = format!("{msg}: {src}");
+    }
+    let retry = if e.as_db_error().is_some() {
+        // Authentication failures, missing database: asking again won't help.
+        Retry::Permanent
+    } else {
+        Retry::Transient
+    };
+    JobError::new(
+        Stage::Connect,
+        retry,
+        format!(
+            "cannot connect to database {:?} at {target}: {msg}",
+            db.name()
+        ),
+    )
+}
+
+/// host:port for messages (never user or password).
+pub fn host_label(url: &Url) -> String {
+    let host = query_param(url, "host")
+        .unwrap_or_else(|| url.host_str().unwrap_or("localhost").to_string());
+    let port = query_param(url, "port")
+        .and_then(|p| p.parse().ok())
+        .or(url.port())
+        .unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+fn query_param(url: &Url, key: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Builds a tokio-postgres config from the URL's parts; libpq-only options
+/// (which tokio-postgres would reject) still reach pg_dump through the URL.
+fn client_config(url: &Url, password: Option<&str>) -> Result<tokio_postgres::Config, JobError> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut c = tokio_postgres::Config::new();
+    match query_param(url, "host") {
+        Some(h) => {
+            c.host(&h);
+        }
+        None => {
+            let h = url.host_str().unwrap_or("localhost");
+            c.host(h.trim_start_matches('[').trim_end_matches(']'));
+        }
+    }
+    c.port(
+        query_param(url, "port")
+            .and_then(|p| p.parse().ok())
+            .or(url.port())
+            .unwrap_or(5432),
+    );
+    let user = decode(url.username());
+    let user = query_param(url, "user").unwrap_or(user);
+    if !user.is_empty() {
+        c.user(&user);
+    }
+    let db = decode(url.path().trim_start_matches('/'));
+    if !db.is_empty() {
+        c.dbname(&db);
+    }
+    if let Some(p) = password {
+        c.password(p);
+    }
+    c.application_name("pgbackup");
+    let timeout = query_param(url, "connect_timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(10);
+    c.connect_timeout(Duration::from_secs(timeout));
+    c.ssl_mode(match query_param(url, "sslmode").as_deref() {
+        Some("disable") => tokio_postgres::config::SslMode::Disable,
+        Some("require" | "verify-ca" | "verify-full") => tokio_postgres::config::SslMode::Require,
+        _ => tokio_postgres::config::SslMode::Prefer,
+    });
+    Ok(c)
+}
+
+/// A set of client binaries (pg_dump, pg_restore, psql) and their major version.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub bin_dir: PathBuf,
+    pub major: u32,
+    /// What `pg_dump --version` printed, e.g. "pg_dump (PostgreSQL) 15.20".
+    pub version_line: String,
+}
+
+impl Tools {
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    /// A command for one of the tools, with the connection's password in its
+    /// environment only.
+    pub fn command(&self, name: &str, db: &Database) -> Command {
+        let mut cmd = Command::new(self.bin(name));
+        if let Some(p) = db.password() {
+            cmd.env("PGPASSWORD", p.expose());
+        }
+        cmd.env("PGCONNECT_TIMEOUT", "10");
+        cmd.stdin(std::process::Stdio::null());
+        cmd.kill_on_drop(true);
+        cmd
+    }
+}
+
+/// Picks the client tools for a server of `server_major`: PG_BIN_DIR when set,
+/// else the oldest `/usr/lib/postgresql/<N>/bin` with N >= the server's major
+/// (older than needed cannot dump; much newer may write SQL an older server
+/// rejects), else whatever `pg_dump` is on PATH.
+pub async fn find_tools(server_major: u32, pg_bin_dir: Option<&Path>) -> Result<Tools, JobError> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(dir) = pg_bin_dir {
+        candidates.push(dir.to_path_buf());
+    } else {
+        let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let n: u32 = e.file_name().to_str()?.parse().ok()?;
+                Some((n, e.path().join("bin")))
+            })
+            .collect();
+        debian.sort();
+        candidates.extend(debian.into_iter().map(|(_, p)| p));
+        if let Some(p) = which("pg_dump") {
+            candidates.push(p.parent().unwrap_or(Path::new("/")).to_path_buf());
+        }
+    }
+    let mut seen = Vec::new();
+    for dir in candidates {
+        let Ok(t) = probe(&dir).await else { continue };
+        if t.major >= server_major {
+            return Ok(t);
+        }
+        seen.push(t);
+    }
+    let found = if seen.is_empty() {
+        "no pg_dump found".to_string()
+    } else {
+        seen.iter()
+            .map(|t| format!("pg_dump {} in {}", t.major, t.bin_dir.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(JobError::permanent(
+        Stage::Version,
+        format!(
+            "server is PostgreSQL {server_major} but {found}{}; pg_dump must be at least as new as the server: install postgresql-client-{server_major} (or newer){}",
+            pg_bin_dir.map(|_| " (PG_BIN_DIR)").unwrap_or(""),
+            if pg_bin_dir.is_some() { " or point PG_BIN_DIR at it" } else { "" }
+        ),
+    ))
+}
+
+async fn probe(dir: &Path) -> Result<Tools, ()> {
+    let out = Command::new(dir.join("pg_dump"))
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|_| ())?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major = parse_tool_major(&line).ok_or(())?;
+    Ok(Tools {
+        bin_dir: dir.to_path_buf(),
+        major,
+        version_line: line,
+    })
+}
+
+/// "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" -> 15; "9.6.24" -> 9.
+pub fn parse_tool_major(line: &str) -> Option<u32> {
+    let v = line.split(')').nth(1)?.split_whitespace().next()?;
+    let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_versions() {
+        assert_eq!(
+            parse_tool_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_tool_major("pg_dump (PostgreSQL) 18beta1"), Some(18));
+        assert_eq!(parse_tool_major("pg_dump (PostgreSQL) 17.2"), Some(17));
+        assert_eq!(parse_tool_major("garbage"), None);
+        assert_eq!(major_of(150020), 15);
+        assert_eq!(major_of(90624), 9);
+    }
+
+    #[test]
+    fn host_labels_never_carry_credentials() {
+        let u = Url::parse("postgres://user@db.internal:6543/x?sslmode=require").unwrap();
+        assert_eq!(host_label(&u), "db.internal:6543");
+        let u = Url::parse("postgres:///x?host=/run/postgresql&user=me").unwrap();
+        assert_eq!(host_label(&u), "/run/postgresql:5432");
+    }
+}
