@@ -1,0 +1,181 @@
+//! Round trips: back up with pgbackup, read the object back with an
+//! independent client and the standard tools, restore, compare every table.
+
+use crate::harness::*;
+
+fn base_env(db_url: &str) -> Vec<(String, String)> {
+    vars(&[("BACKUP_DATABASE_URL", db_url)])
+}
+
+/// Backs up `db` to a fresh bucket with extra settings; returns bucket and key.
+fn backup_to_garage(db: &str, extra: &[(&str, &str)]) -> (String, String, Run) {
+    let (pg, g) = (pg(), garage());
+    let bucket = g.bucket("rt");
+    let mut env = base_env(&pg.url(db));
+    env.extend(g.env(&bucket));
+    env.extend(vars(extra));
+    let run = pgbackup(&["backup"], &env);
+    assert_eq!(run.code, 0, "backup failed: {}", run.all());
+    let keys = g.keys(&bucket);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    (bucket, keys[0].clone(), run)
+}
+
+fn assert_restores(src: &str, key: &str, stored: &[u8]) {
+    let pg = pg();
+    let raw = decompress_cli(stored, key);
+    let target = pg.fresh_db("restored");
+    restore_cli(pg, &target, &raw, key.contains(".sql"));
+    assert_eq!(pg.snapshot(&target), pg.snapshot(src), "restored tables differ from {src}");
+    let views = pg.psql(&target, "SELECT count(*) FROM sales.\"vip_clientes\"");
+    assert_eq!(views.trim(), "1");
+}
+
+#[test]
+fn default_backup_to_s3_restores_table_by_table() {
+    let pg = pg();
+    let db = pg.fresh_db("src");
+    // ~20 MiB of md5 text compresses to more than one 8 MiB part: multipart.
+    load_fixture(pg, &db, 300_000);
+    let (bucket, key, run) = backup_to_garage(&db, &[("BACKUP_FILE_PREFIX", "nightly/db_")]);
+    assert!(naming_ok(&key, "nightly/db_", ".dump.zst"), "{key}");
+    assert!(run.stdout.contains(&key), "{}", run.stdout);
+
+    let (body, meta) = garage().get(&bucket, &key);
+    assert!(body.len() > 8 << 20, "expected a multipart upload, got {} bytes", body.len());
+    assert_eq!(meta.get("sha256").map(String::as_str), Some(sha256_hex(&body).as_str()));
+    assert_eq!(meta.get("format").map(String::as_str), Some("custom"));
+    assert_eq!(meta.get("pg-dump-version").map(String::as_str), Some("15"));
+    assert_eq!(garage().pending_uploads(&bucket), 0);
+    assert_restores(&db, &key, &body);
+}
+
+#[test]
+fn every_format_and_compression_round_trips() {
+    let pg = pg();
+    let db = pg.fresh_db("fmt");
+    load_fixture(pg, &db, 1000);
+    for (format, compression, ext) in [
+        ("custom", "gzip", ".dump.gz"),
+        ("custom", "none", ".dump"),
+        ("plain", "zstd", ".sql.zst"),
+        ("plain", "gzip", ".sql.gz"),
+        ("plain", "none", ".sql"),
+    ] {
+        let (bucket, key, _) = backup_to_garage(
+            &db,
+            &[("BACKUP_FORMAT", format), ("BACKUP_COMPRESSION", compression)],
+        );
+        assert!(key.ends_with(ext), "{format}/{compression}: {key}");
+        let (body, meta) = garage().get(&bucket, &key);
+        assert_eq!(meta["sha256"], sha256_hex(&body), "{key}");
+        assert_restores(&db, &key, &body);
+    }
+}
+
+#[test]
+fn local_directory_storage_with_sidecar() {
+    let pg = pg();
+    let db = pg.fresh_db("local");
+    load_fixture(pg, &db, 1000);
+    let dir = temp_dir("local");
+    let env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(&db)),
+        ("BACKUP_LOCAL_DIR", dir.to_str().unwrap()),
+        ("BACKUP_FILE_PREFIX", "sub/dir/backup_"),
+        ("BACKUP_COMPRESSION", "gzip"),
+        ("BACKUP_COMPRESSION_LEVEL", "1"),
+    ]);
+    let run = pgbackup(&["backup"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let files: Vec<String> = std::fs::read_dir(dir.join("sub/dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "backup and sidecar only, no temp file: {files:?}");
+    let name = files.iter().find(|f| f.ends_with(".dump.gz")).expect("backup file");
+    let body = std::fs::read(dir.join("sub/dir").join(name)).unwrap();
+    let side = std::fs::read_to_string(dir.join("sub/dir").join(format!("{name}.sha256"))).unwrap();
+    assert_eq!(side, format!("{}  {name}\n", sha256_hex(&body)));
+    // sha256sum -c accepts the sidecar as it is.
+    let ok = std::process::Command::new("sha256sum")
+        .args(["-c", &format!("{name}.sha256")])
+        .current_dir(dir.join("sub/dir"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    assert_restores(&db, name, &body);
+}
+
+#[test]
+fn compose_style_postgres_variables_work() {
+    let pg = pg();
+    let db = pg.fresh_db("compose");
+    load_fixture(pg, &db, 10);
+    let dir = temp_dir("compose");
+    let port = pg.port.to_string();
+    let env = vars(&[
+        ("POSTGRES_HOST", "127.0.0.1"),
+        ("POSTGRES_PORT", &port),
+        ("POSTGRES_DB", &db),
+        ("POSTGRES_USER", "postgres"),
+        ("POSTGRES_PASSWORD", &pg.password),
+        ("BACKUP_LOCAL_DIR", dir.to_str().unwrap()),
+    ]);
+    let run = pgbackup(&["backup"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+}
+
+#[test]
+fn pg_dump_is_picked_by_server_version_and_never_sees_the_password_in_argv() {
+    let pg = pg();
+    let db = pg.fresh_db("argv");
+    load_fixture(pg, &db, 10);
+    // A pg_dump wrapper that records its argv and whether it got PGPASSWORD.
+    let bin = temp_dir("wrap");
+    let log = bin.join("argv.log");
+    let real = pg.bin.join("pg_dump");
+    std::fs::write(
+        bin.join("pg_dump"),
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\n[ -n \"$PGPASSWORD\" ] && echo PGPASSWORD-set >> {log}\nexec {real} \"$@\"\n",
+            log = log.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    make_executable(&bin.join("pg_dump"));
+    let dir = temp_dir("argv-out");
+    let env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(&db)),
+        ("BACKUP_LOCAL_DIR", dir.to_str().unwrap()),
+        ("PG_BIN_DIR", bin.to_str().unwrap()),
+    ]);
+    let run = pgbackup(&["backup"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("--dbname=postgres://postgres@127.0.0.1"), "{logged}");
+    assert!(logged.contains("PGPASSWORD-set"), "{logged}");
+    assert!(!logged.contains(&pg.password), "password on the command line: {logged}");
+    assert!(!run.all().contains(&pg.password));
+}
+
+#[test]
+fn check_runs_the_preflight() {
+    let (pg, g) = (pg(), garage());
+    let bucket = g.bucket("check");
+    let mut env = base_env(&pg.url("postgres"));
+    env.extend(g.env(&bucket));
+    let run = pgbackup(&["check"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for line in ["config ", "database ", "pg_dump ", "storage "] {
+        assert!(run.stdout.contains(line), "missing {line}: {}", run.stdout);
+    }
+    assert!(g.keys(&bucket).is_empty(), "check leaves nothing behind");
+}
+
+fn naming_ok(key: &str, prefix: &str, ext: &str) -> bool {
+    let Some(rest) = key.strip_prefix(prefix) else { return false };
+    let Some(ts) = rest.strip_suffix(ext) else { return false };
+    chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d_%H-%M-%S").is_ok()
+}

@@ -1,0 +1,7 @@
+//! Integration tests against real PostgreSQL and a real S3 store (Garage).
+//! See harness.rs for how the services are started and cleaned up.
+
+mod harness;
+
+mod backup;
+mod faults;
