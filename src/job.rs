@@ -80,13 +80,17 @@ async fn backup(
     cmd.args(&cfg.pg_dump_options)
         .arg(format!("--dbname={}", cfg.database.url_without_password()))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group, so that stopping it also stops anything it
+        // started (wrapper scripts): no orphans.
+        .process_group(0);
     let mut child = cmd.spawn().map_err(|e| {
         JobError::permanent(
             Stage::Dump,
             format!("cannot start {}: {e}", tools.bin("pg_dump").display()),
         )
     })?;
+    let mut group = GroupGuard(child.id().map(|p| p as i32));
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     // A bigger pipe means fewer wakeups on a fast dump; failure is harmless.
@@ -118,21 +122,25 @@ async fn backup(
 
     let finished = match uploaded {
         Err(e) => {
-            let _ = child.start_kill();
+            group.kill();
             Err(e)
         }
         Ok(()) => {
             let counts = compressor.await;
             let status = tokio::select! {
                 s = child.wait() => s,
-                _ = cancel.cancelled() => { let _ = child.start_kill(); Err(std::io::Error::other("cancelled")) }
+                _ = cancel.cancelled() => { group.kill(); Err(std::io::Error::other("cancelled")) }
             };
             let stderr_tail = stderr_task.await.unwrap_or_default();
             check_dump(status, counts, &stderr_tail, cancel)
         }
     };
+    if finished.is_err() {
+        group.kill();
+    }
     // Reap pg_dump in every case: no zombie, no orphan.
     let _ = child.wait().await;
+    group.0 = None;
 
     match finished {
         Err(e) => {
@@ -169,6 +177,25 @@ async fn backup(
                 pg_dump_version: tools.version_line,
             })
         }
+    }
+}
+
+/// Kills pg_dump's whole process group when stopped early, including when
+/// the job's future is dropped.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: plain syscall; pgid is the group of a child we have not reaped.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

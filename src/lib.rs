@@ -16,9 +16,12 @@
 pub mod backoff;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod error;
+pub mod http;
 pub mod job;
 pub mod logging;
+pub mod metrics;
 pub mod naming;
 pub mod pg;
 pub mod schedule;

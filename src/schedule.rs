@@ -74,6 +74,26 @@ pub fn next_after(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Ut
     schedule.after(&now).next()
 }
 
+/// How long the daemon sleeps before looking at the clock again: until
+/// `next`, but never more than `max`. Timers run on the monotonic clock,
+/// which stops while a machine is suspended; waking up at least every `max`
+/// and re-reading the wall clock bounds how late a run can be.
+pub fn sleep_before(
+    next: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    max: std::time::Duration,
+) -> std::time::Duration {
+    match next {
+        None => max,
+        Some(n) => (n - now).to_std().unwrap_or_default().min(max),
+    }
+}
+
+/// Whether the firing at `next` is due.
+pub fn is_due(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    next.is_some_and(|n| now >= n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +146,26 @@ mod tests {
         let s = parse("0 * * * *").unwrap();
         let woke = at("2026-02-01T10:17:00Z");
         assert_eq!(next_after(&s, woke).unwrap(), at("2026-02-01T11:00:00Z"));
+    }
+
+    #[test]
+    fn sleeps_are_bounded_and_due_is_exact() {
+        use std::time::Duration;
+        let max = Duration::from_secs(60);
+        let next = Some(at("2026-01-25T03:00:00Z"));
+        assert_eq!(
+            sleep_before(next, at("2026-01-25T02:59:30Z"), max),
+            Duration::from_secs(30)
+        );
+        assert_eq!(sleep_before(next, at("2026-01-25T01:00:00Z"), max), max);
+        assert_eq!(
+            sleep_before(next, at("2026-01-25T03:00:05Z"), max),
+            Duration::ZERO
+        );
+        assert_eq!(sleep_before(None, at("2026-01-25T03:00:05Z"), max), max);
+        assert!(!is_due(next, at("2026-01-25T02:59:59Z")));
+        assert!(is_due(next, at("2026-01-25T03:00:00Z")));
+        assert!(!is_due(None, at("2026-01-25T03:00:00Z")));
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        super::shutdown_signal().await;
         on_signal.cancel();
     });
     let outcome = job::run(&cfg, &storage, &cancel).await;
@@ -40,15 +40,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             tracing::error!(database = %outcome.database, stage = %e.stage, error = %e.message, "backup failed");
             Err(e.clone().into())
         }
-    }
-}
-
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The daemon: cron schedule, HTTP server for /metrics and /health.
+    Run,
     /// One backup now, then retention; exits with its outcome.
     Backup,
     /// Preflight: config, database reachable, pg_dump fits the server, storage round trip.
@@ -31,6 +34,7 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run => run::run(load_config()?).await,
         Command::Backup => backup::run(load_config()?).await,
         Command::Check => check::run(load_config()?).await,
     }
@@ -46,5 +50,19 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         2
     } else {
         1
+    }
+}
+
+/// Resolves on SIGTERM (docker stop, systemd) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

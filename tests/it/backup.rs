@@ -26,7 +26,11 @@ fn assert_restores(src: &str, key: &str, stored: &[u8]) {
     let raw = decompress_cli(stored, key);
     let target = pg.fresh_db("restored");
     restore_cli(pg, &target, &raw, key.contains(".sql"));
-    assert_eq!(pg.snapshot(&target), pg.snapshot(src), "restored tables differ from {src}");
+    assert_eq!(
+        pg.snapshot(&target),
+        pg.snapshot(src),
+        "restored tables differ from {src}"
+    );
     let views = pg.psql(&target, "SELECT count(*) FROM sales.\"vip_clientes\"");
     assert_eq!(views.trim(), "1");
 }
@@ -42,8 +46,15 @@ fn default_backup_to_s3_restores_table_by_table() {
     assert!(run.stdout.contains(&key), "{}", run.stdout);
 
     let (body, meta) = garage().get(&bucket, &key);
-    assert!(body.len() > 8 << 20, "expected a multipart upload, got {} bytes", body.len());
-    assert_eq!(meta.get("sha256").map(String::as_str), Some(sha256_hex(&body).as_str()));
+    assert!(
+        body.len() > 8 << 20,
+        "expected a multipart upload, got {} bytes",
+        body.len()
+    );
+    assert_eq!(
+        meta.get("sha256").map(String::as_str),
+        Some(sha256_hex(&body).as_str())
+    );
     assert_eq!(meta.get("format").map(String::as_str), Some("custom"));
     assert_eq!(meta.get("pg-dump-version").map(String::as_str), Some("15"));
     assert_eq!(garage().pending_uploads(&bucket), 0);
@@ -64,7 +75,10 @@ fn every_format_and_compression_round_trips() {
     ] {
         let (bucket, key, _) = backup_to_garage(
             &db,
-            &[("BACKUP_FORMAT", format), ("BACKUP_COMPRESSION", compression)],
+            &[
+                ("BACKUP_FORMAT", format),
+                ("BACKUP_COMPRESSION", compression),
+            ],
         );
         assert!(key.ends_with(ext), "{format}/{compression}: {key}");
         let (body, meta) = garage().get(&bucket, &key);
@@ -92,8 +106,15 @@ fn local_directory_storage_with_sidecar() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(files.len(), 2, "backup and sidecar only, no temp file: {files:?}");
-    let name = files.iter().find(|f| f.ends_with(".dump.gz")).expect("backup file");
+    assert_eq!(
+        files.len(),
+        2,
+        "backup and sidecar only, no temp file: {files:?}"
+    );
+    let name = files
+        .iter()
+        .find(|f| f.ends_with(".dump.gz"))
+        .expect("backup file");
     let body = std::fs::read(dir.join("sub/dir").join(name)).unwrap();
     let side = std::fs::read_to_string(dir.join("sub/dir").join(format!("{name}.sha256"))).unwrap();
     assert_eq!(side, format!("{}  {name}\n", sha256_hex(&body)));
@@ -154,9 +175,15 @@ fn pg_dump_is_picked_by_server_version_and_never_sees_the_password_in_argv() {
     let run = pgbackup(&["backup"], &env);
     assert_eq!(run.code, 0, "{}", run.all());
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(logged.contains("--dbname=postgres://postgres@127.0.0.1"), "{logged}");
+    assert!(
+        logged.contains("--dbname=postgres://postgres@127.0.0.1"),
+        "{logged}"
+    );
     assert!(logged.contains("PGPASSWORD-set"), "{logged}");
-    assert!(!logged.contains(&pg.password), "password on the command line: {logged}");
+    assert!(
+        !logged.contains(&pg.password),
+        "password on the command line: {logged}"
+    );
     assert!(!run.all().contains(&pg.password));
 }
 
@@ -175,7 +202,11 @@ fn check_runs_the_preflight() {
 }
 
 fn naming_ok(key: &str, prefix: &str, ext: &str) -> bool {
-    let Some(rest) = key.strip_prefix(prefix) else { return false };
-    let Some(ts) = rest.strip_suffix(ext) else { return false };
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return false;
+    };
+    let Some(ts) = rest.strip_suffix(ext) else {
+        return false;
+    };
     chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d_%H-%M-%S").is_ok()
 }

@@ -8,16 +8,29 @@ fn expect_failure(env: &[(String, String)], stage: &str, cause: &str) -> Run {
     let run = pgbackup(&["backup"], env);
     assert_eq!(run.code, 1, "expected exit 1: {}", run.all());
     let last = run.stderr.lines().last().unwrap_or("");
-    assert!(last.starts_with("error: "), "last line is the error: {}", run.stderr);
-    assert!(last.contains(&format!("{stage} failed: ")), "stage {stage} not named: {last}");
-    assert!(last.to_lowercase().contains(&cause.to_lowercase()), "cause {cause:?} not named: {last}");
+    assert!(
+        last.starts_with("error: "),
+        "last line is the error: {}",
+        run.stderr
+    );
+    assert!(
+        last.contains(&format!("{stage} failed: ")),
+        "stage {stage} not named: {last}"
+    );
+    assert!(
+        last.to_lowercase().contains(&cause.to_lowercase()),
+        "cause {cause:?} not named: {last}"
+    );
     for (k, v) in env {
         if k.contains("SECRET") || k.contains("PASSWORD") {
             assert!(!run.all().contains(v.as_str()), "{k} leaked: {}", run.all());
         }
     }
     if let Some((_, url)) = env.iter().find(|(k, _)| k == "BACKUP_DATABASE_URL") {
-        assert!(!run.all().contains(&pg().password), "password leaked from {url}");
+        assert!(
+            !run.all().contains(&pg().password),
+            "password leaked from {url}"
+        );
     }
     run
 }
@@ -31,14 +44,22 @@ fn s3_env(db_url: &str, bucket: &str) -> Vec<(String, String)> {
 fn assert_bucket_clean(bucket: &str) {
     let g = garage();
     assert_eq!(g.keys(bucket), Vec::<String>::new(), "objects left behind");
-    assert_eq!(g.pending_uploads(bucket), 0, "multipart uploads left pending");
+    assert_eq!(
+        g.pending_uploads(bucket),
+        0,
+        "multipart uploads left pending"
+    );
 }
 
 #[test]
 fn unreachable_database() {
     let bucket = garage().bucket("f-unreach");
     let url = format!("postgres://postgres:pw@127.0.0.1:{}/x", free_port());
-    expect_failure(&s3_env(&url, &bucket), "connect", "cannot connect to database");
+    expect_failure(
+        &s3_env(&url, &bucket),
+        "connect",
+        "cannot connect to database",
+    );
     assert_bucket_clean(&bucket);
 }
 
@@ -46,8 +67,15 @@ fn unreachable_database() {
 fn wrong_password() {
     let pg = pg();
     let bucket = garage().bucket("f-pw");
-    let url = format!("postgres://postgres:wrong-secret-pw@127.0.0.1:{}/postgres", pg.port);
-    expect_failure(&s3_env(&url, &bucket), "connect", "password authentication failed");
+    let url = format!(
+        "postgres://postgres:wrong-secret-pw@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    expect_failure(
+        &s3_env(&url, &bucket),
+        "connect",
+        "password authentication failed",
+    );
     assert_bucket_clean(&bucket);
 }
 
@@ -55,7 +83,11 @@ fn wrong_password() {
 fn missing_database() {
     let pg = pg();
     let bucket = garage().bucket("f-nodb");
-    expect_failure(&s3_env(&pg.url("no_such_db"), &bucket), "connect", "does not exist");
+    expect_failure(
+        &s3_env(&pg.url("no_such_db"), &bucket),
+        "connect",
+        "does not exist",
+    );
     assert_bucket_clean(&bucket);
 }
 
@@ -69,7 +101,10 @@ fn pg_dump_killed_mid_stream_leaves_no_object_or_upload() {
     // pgbackup started dies by SIGKILL.
     let bin = fake_pg_dump(pg, "$REAL \"$@\" | head -c 10000000\nkill -9 $$");
     let mut env = s3_env(&pg.url(&db), &bucket);
-    env.extend(vars(&[("PG_BIN_DIR", bin.to_str().unwrap()), ("BACKUP_COMPRESSION", "none")]));
+    env.extend(vars(&[
+        ("PG_BIN_DIR", bin.to_str().unwrap()),
+        ("BACKUP_COMPRESSION", "none"),
+    ]));
     expect_failure(&env, "dump", "killed by signal 9");
     assert_bucket_clean(&bucket);
 }
@@ -86,7 +121,11 @@ fn pg_dump_error_carries_its_own_message() {
         ("BACKUP_OPTIONS", "--table=no_such_table_here"),
     ]);
     expect_failure(&env, "dump", "no matching tables were found");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing written locally");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing written locally"
+    );
 }
 
 #[test]
@@ -101,20 +140,32 @@ fn empty_dump_with_exit_0_is_a_failure() {
         ("PG_BIN_DIR", bin.to_str().unwrap()),
     ]);
     expect_failure(&env, "dump", "wrote nothing");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file, not even a temp one");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "no file, not even a temp one"
+    );
 }
 
 #[test]
 fn pg_dump_older_than_the_server_fails_before_dumping() {
     let pg = pg();
     let bin = temp_dir("oldbin");
-    std::fs::write(bin.join("pg_dump"), "#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.9'\n").unwrap();
+    std::fs::write(
+        bin.join("pg_dump"),
+        "#!/bin/sh\necho 'pg_dump (PostgreSQL) 13.9'\n",
+    )
+    .unwrap();
     make_executable(&bin.join("pg_dump"));
     let bucket = garage().bucket("f-ver");
     let mut env = s3_env(&pg.url("postgres"), &bucket);
     env.extend(vars(&[("PG_BIN_DIR", bin.to_str().unwrap())]));
     let run = expect_failure(&env, "version", "server is PostgreSQL 15 but pg_dump 13");
-    assert!(run.stderr.contains("install postgresql-client-15"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("install postgresql-client-15"),
+        "{}",
+        run.stderr
+    );
     assert_bucket_clean(&bucket);
 }
 
@@ -144,7 +195,11 @@ fn wrong_s3_credentials() {
             *v = random_hex(32);
         }
     }
-    expect_failure(&env, "upload", "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY");
+    expect_failure(
+        &env,
+        "upload",
+        "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+    );
     assert_bucket_clean(&bucket);
 }
 
@@ -162,13 +217,21 @@ fn bad_configuration_exits_2_naming_the_variable() {
     for (env, var) in [
         (vars(&[("AWS_S3_BUCKET", "b")]), "BACKUP_DATABASE_URL"),
         (
-            vars(&[("BACKUP_DATABASE_URL", "postgres://u:topsecret@h/d"), ("BACKUP_LOCAL_DIR", "/tmp"), ("BACKUP_RETENTION_DAYS", "-1")]),
+            vars(&[
+                ("BACKUP_DATABASE_URL", "postgres://u:topsecret@h/d"),
+                ("BACKUP_LOCAL_DIR", "/tmp"),
+                ("BACKUP_RETENTION_DAYS", "-1"),
+            ]),
             "BACKUP_RETENTION_DAYS",
         ),
     ] {
         let run = pgbackup(&["backup"], &env);
         assert_eq!(run.code, 2, "{}", run.all());
-        assert!(run.stderr.contains(&format!("invalid {var}: ")), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("invalid {var}: ")),
+            "{}",
+            run.stderr
+        );
         assert!(!run.all().contains("topsecret"));
     }
     let run = pgbackup(&["no-such-command"], &[]);

@@ -82,10 +82,14 @@ fn init_cleanup() {
 
 /// Removes directories of earlier runs whose process is gone.
 fn sweep_stale_dirs() {
-    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(TMP_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+            continue;
+        };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
@@ -140,7 +144,9 @@ fn spawn_service(mut cmd: Command, stop_signal: i32) -> u32 {
 }
 
 fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -220,7 +226,12 @@ impl Postgres {
         run_ok(
             as_postgres(&mut Command::new(bin.join("initdb")))
                 .args(["-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"])
-                .args(["--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "--no-instructions"])
+                .args([
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    "--no-sync",
+                    "--no-instructions",
+                ])
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .arg("-D")
                 .arg(&data),
@@ -247,16 +258,20 @@ impl Postgres {
             password,
             pid,
         };
-        wait_until("PostgreSQL to accept connections", Duration::from_secs(30), || {
-            Command::new(pg.bin.join("pg_isready"))
-                .arg("-h")
-                .arg(&pg.sock)
-                .args(["-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        });
+        wait_until(
+            "PostgreSQL to accept connections",
+            Duration::from_secs(30),
+            || {
+                Command::new(pg.bin.join("pg_isready"))
+                    .arg("-h")
+                    .arg(&pg.sock)
+                    .args(["-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            },
+        );
         pg
     }
 
@@ -269,7 +284,15 @@ impl Postgres {
         let mut c = Command::new(self.bin.join("psql"));
         c.arg("-h")
             .arg(&self.sock)
-            .args(["-p", &self.port.to_string(), "-U", "postgres", "-X", "-q", "-At"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-X",
+                "-q",
+                "-At",
+            ])
             .args(["-v", "ON_ERROR_STOP=1", "-d", db]);
         c
     }
@@ -359,7 +382,9 @@ fn garage_bin() -> PathBuf {
         .into_iter()
         .flatten()
         .find(|p| p.is_file())
-        .expect("garage not found: cargo install --locked garage --version 2.5.0 (or set GARAGE_BIN)")
+        .expect(
+            "garage not found: cargo install --locked garage --version 2.5.0 (or set GARAGE_BIN)",
+        )
 }
 
 impl Garage {
@@ -414,9 +439,29 @@ root_domain = ".s3.garage.localhost"
                 None => false,
             }
         });
-        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        g.cli(&["layout", "apply", "--version", "1"]);
-        g.cli(&["key", "import", "--yes", "-n", "tests", &g.key_id, &g.secret]);
+        // Right after start the node may not accept layout changes yet.
+        for step in [
+            vec!["layout", "assign", "-z", "dc1", "-c", "1G", &node],
+            vec!["layout", "apply", "--version", "1"],
+            vec![
+                "key", "import", "--yes", "-n", "tests", &g.key_id, &g.secret,
+            ],
+        ] {
+            let mut last = None;
+            for _ in 0..50 {
+                match g.cli_result(&step) {
+                    Ok(_) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if let Some(e) = last {
+                panic!("garage {step:?} failed: {e}");
+            }
+        }
         wait_until("garage S3 port", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok()
         });
@@ -436,6 +481,25 @@ root_domain = ".s3.garage.localhost"
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    fn cli_result(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
     pub fn cli(&self, args: &[&str]) -> String {
         run_ok(
             Command::new(garage_bin())
@@ -450,7 +514,16 @@ root_domain = ".s3.garage.localhost"
     pub fn bucket(&self, prefix: &str) -> String {
         let name = unique(prefix);
         self.cli(&["bucket", "create", &name]);
-        self.cli(&["bucket", "allow", "--read", "--write", "--owner", &name, "--key", &self.key_id]);
+        self.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            &name,
+            "--key",
+            &self.key_id,
+        ]);
         name
     }
 
@@ -475,15 +548,20 @@ root_domain = ".s3.garage.localhost"
 
     /// An S3 client of the test's own: an independent reader of what pgbackup wrote.
     pub fn client(&self) -> aws_sdk_s3::Client {
-        let creds = aws_sdk_s3::config::Credentials::new(&self.key_id, &self.secret, None, None, "tests");
+        let creds =
+            aws_sdk_s3::config::Credentials::new(&self.key_id, &self.secret, None, None, "tests");
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("garage"))
             .endpoint_url(self.endpoint())
             .force_path_style(true)
             .credentials_provider(creds)
-            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }
@@ -491,22 +569,48 @@ root_domain = ".s3.garage.localhost"
     /// Every key in the bucket.
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         rt().block_on(async {
-            let out = self.client().list_objects_v2().bucket(bucket).send().await.unwrap();
-            out.contents().iter().filter_map(|o| o.key().map(String::from)).collect()
+            let out = self
+                .client()
+                .list_objects_v2()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap();
+            out.contents()
+                .iter()
+                .filter_map(|o| o.key().map(String::from))
+                .collect()
         })
     }
 
     /// Multipart uploads still open in the bucket.
     pub fn pending_uploads(&self, bucket: &str) -> usize {
         rt().block_on(async {
-            let out = self.client().list_multipart_uploads().bucket(bucket).send().await.unwrap();
+            let out = self
+                .client()
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap();
             out.uploads().len()
         })
     }
 
-    pub fn get(&self, bucket: &str, key: &str) -> (Vec<u8>, std::collections::HashMap<String, String>) {
+    pub fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> (Vec<u8>, std::collections::HashMap<String, String>) {
         rt().block_on(async {
-            let out = self.client().get_object().bucket(bucket).key(key).send().await.unwrap();
+            let out = self
+                .client()
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
             let meta = out.metadata().cloned().unwrap_or_default();
             let body = out.body.collect().await.unwrap().into_bytes().to_vec();
             (body, meta)
@@ -555,7 +659,10 @@ pub fn pgbackup(args: &[&str], env: &[(String, String)]) -> Run {
 }
 
 pub fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -598,9 +705,15 @@ pub fn restore_cli(pg: &Postgres, db: &str, dump: &[u8], plain: bool) {
         c
     } else {
         let mut c = Command::new(pg.bin.join("pg_restore"));
-        c.arg("-h")
-            .arg(&pg.sock)
-            .args(["-p", &pg.port.to_string(), "-U", "postgres", "--exit-on-error", "-d", db]);
+        c.arg("-h").arg(&pg.sock).args([
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "--exit-on-error",
+            "-d",
+            db,
+        ]);
         c
     };
     let mut child = cmd
@@ -625,7 +738,9 @@ pub fn restore_cli(pg: &Postgres, db: &str, dump: &[u8], plain: bool) {
 }
 
 pub fn path_has(p: &Path, s: &str) -> bool {
-    std::fs::read_to_string(p).map(|c| c.contains(s)).unwrap_or(false)
+    std::fs::read_to_string(p)
+        .map(|c| c.contains(s))
+        .unwrap_or(false)
 }
 
 pub fn make_executable(p: &Path) {
@@ -646,4 +761,142 @@ pub fn fake_pg_dump(pg: &Postgres, script: &str) -> PathBuf {
     std::fs::write(bin.join("pg_dump"), body).unwrap();
     make_executable(&bin.join("pg_dump"));
     bin
+}
+
+// ---- HTTP and child processes for daemon tests ------------------------------
+
+/// A minimal HTTP/1.1 client (Connection: close): status, headers, body.
+pub fn http(method: &str, addr: &str, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let (s, _, b) = http("GET", addr, path);
+    (s, b)
+}
+
+/// Retries `http_get` until the server answers.
+pub fn wait_http(addr: &str, path: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return http_get(addr, path);
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The value of one sample line (`name{labels} value`) in a metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls until `f` holds, or panics with `what`.
+pub fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    wait_until(what, timeout, &mut f)
+}
+
+/// A child that is killed (and reaped) when the test ends, pass or fail.
+pub struct Guard(pub Option<Child>);
+
+impl Guard {
+    pub fn spawn(cmd: &mut Command) -> Guard {
+        Guard(Some(
+            cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        ))
+    }
+    pub fn pid(&self) -> i32 {
+        self.0.as_ref().unwrap().id() as i32
+    }
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+    /// Waits for exit; returns the code, or None on timeout.
+    pub fn wait_timeout(&mut self, t: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + t;
+        let child = self.0.as_mut().unwrap();
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Processes whose parent is `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // Fields after the ")" of the command: state, ppid, pgrp.
+        let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let ppid: i32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if ppid == pid {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Processes in process group `pgid`.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("");
+        let pg: i32 = f.nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if pg == pgid && state != "Z" {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -4,4 +4,5 @@
 mod harness;
 
 mod backup;
+mod daemon;
 mod faults;

@@ -1,0 +1,217 @@
+//! `pgbackup run`: the schedule loop, the HTTP server, and what happens
+//! after each backup (metrics, health status, log line).
+//!
+//! The next firing is computed from the wall clock each time, so a clock
+//! jump or a suspended machine gives one catch-up run, never a burst. Two
+//! backups never overlap: a firing while one runs is skipped, logged and
+//! counted. Shutdown is a parameter (a future), as in mini-redis: `main`
+//! passes SIGTERM/SIGINT, tests pass anything.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState, LastError, Status};
+use crate::job::{self, Outcome};
+use crate::metrics::Metrics;
+use crate::storage::Storage;
+use crate::{naming, pg, schedule};
+
+/// Longest sleep between looks at the wall clock.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// How long an in-flight backup gets to stop cleanly at shutdown; `docker
+/// stop` allows 10 s before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let sched = schedule::parse(&cfg.cron_schedule).map_err(anyhow::Error::msg)?;
+    let storage = Arc::new(Storage::from_config(&cfg).await?);
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on BACKUP_LISTEN_ADDRESS {}", cfg.listen))?;
+
+    let metrics = Metrics::new(cfg.database.name(), &pg_dump_version(&cfg).await);
+    let state = Arc::new(AppState {
+        database: cfg.database.name().to_string(),
+        metrics: metrics.clone(),
+        status: Mutex::new(Status::default()),
+        max_age: cfg.max_age,
+        started: Utc::now(),
+    });
+    seed_from_storage(&cfg, &storage, &state).await;
+
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(http::serve(listener, state.clone(), stop.clone()));
+    tracing::info!(
+        listen = %cfg.listen,
+        schedule = %cfg.cron_schedule,
+        storage = %storage.describe(),
+        database = %cfg.database.name(),
+        "pgbackup daemon started"
+    );
+
+    let mut running: Option<JoinHandle<Outcome>> = None;
+    if cfg.run_on_startup {
+        running = Some(start_job(&cfg, &storage, &metrics, &state, &stop));
+    }
+    let mut next = schedule::next_after(&sched, Utc::now());
+    publish_next(&metrics, &state, next);
+    tokio::pin!(shutdown);
+
+    loop {
+        let nap = schedule::sleep_before(next, Utc::now(), MAX_SLEEP);
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {
+                let now = Utc::now();
+                if schedule::is_due(next, now) {
+                    if running.is_some() {
+                        metrics.count_skipped();
+                        tracing::warn!(database = %cfg.database.name(), "scheduled run skipped: the previous backup is still running");
+                    } else {
+                        running = Some(start_job(&cfg, &storage, &metrics, &state, &stop));
+                    }
+                    next = schedule::next_after(&sched, now);
+                    publish_next(&metrics, &state, next);
+                }
+            }
+            res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                running = None;
+                match res {
+                    Ok(outcome) => after_job(&outcome, &metrics, &state, next),
+                    Err(e) => tracing::error!(error = %e, "backup task panicked"),
+                }
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+
+    tracing::info!("shutting down");
+    stop.cancel();
+    if let Some(job) = running {
+        match tokio::time::timeout(STOP_GRACE, job).await {
+            Ok(Ok(outcome)) => after_job(&outcome, &metrics, &state, None),
+            Ok(Err(e)) => tracing::error!(error = %e, "backup task panicked"),
+            Err(_) => tracing::error!("the running backup did not stop within {STOP_GRACE:?}"),
+        }
+    }
+    let _ = server.await;
+    Ok(())
+}
+
+fn start_job(
+    cfg: &Arc<Config>,
+    storage: &Arc<Storage>,
+    metrics: &Metrics,
+    state: &Arc<AppState>,
+    stop: &CancellationToken,
+) -> JoinHandle<Outcome> {
+    let (cfg, storage, metrics, state) =
+        (cfg.clone(), storage.clone(), metrics.clone(), state.clone());
+    let cancel = stop.child_token();
+    metrics.set_in_progress(true);
+    state.status.lock().expect("status").in_progress = true;
+    tokio::spawn(async move {
+        tracing::info!(database = %cfg.database.name(), "backup started");
+        job::run(&cfg, &storage, &cancel).await
+    })
+}
+
+/// Records what a backup did: metrics, /health, one log line.
+fn after_job(o: &Outcome, metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
+    metrics.set_in_progress(false);
+    metrics.record(o);
+    let mut st = state.status.lock().expect("status");
+    st.in_progress = false;
+    st.last_attempt = Some(o.finished);
+    st.last_attempt_ok = Some(o.result.is_ok());
+    let next_s = next.map(|n| n.to_rfc3339()).unwrap_or_else(|| "-".into());
+    match &o.result {
+        Ok(r) => {
+            st.last_success = Some(o.finished);
+            st.last_object = Some(r.key.clone());
+            tracing::info!(
+                database = %o.database,
+                outcome = "success",
+                duration_s = format!("{:.2}", o.duration.as_secs_f64()),
+                stored_bytes = r.stored_bytes,
+                dump_bytes = r.dump_bytes,
+                object = %r.key,
+                next_run = %next_s,
+                "backup succeeded"
+            );
+        }
+        Err(e) => {
+            st.last_error = Some(LastError {
+                stage: e.stage.to_string(),
+                message: e.message.clone(),
+                at: o.finished,
+            });
+            tracing::error!(
+                database = %o.database,
+                outcome = "failure",
+                duration_s = format!("{:.2}", o.duration.as_secs_f64()),
+                stage = %e.stage,
+                error = %e.message,
+                next_run = %next_s,
+                "backup failed"
+            );
+        }
+    }
+}
+
+fn publish_next(metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
+    metrics.set_next_run(next);
+    state.status.lock().expect("status").next_run = next;
+}
+
+/// After a restart, the newest backup in storage is the last success: the
+/// metrics should not claim that no backup ever succeeded.
+async fn seed_from_storage(cfg: &Config, storage: &Storage, state: &AppState) {
+    match storage.list(&cfg.prefix).await {
+        Ok(objects) => {
+            let ours: Vec<_> = objects
+                .iter()
+                .filter_map(|o| naming::parse(&cfg.prefix, &o.key).map(|p| (p.time, o.size)))
+                .collect();
+            state
+                .metrics
+                .set_stored(ours.len() as u64, ours.iter().map(|(_, s)| s).sum());
+            if let Some((newest, _)) = ours.iter().max_by_key(|(t, _)| *t) {
+                state.metrics.seed_last_success(*newest);
+                state.status.lock().expect("status").last_success = Some(*newest);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list existing backups at start-up"),
+    }
+}
+
+/// pg_dump's version for `backup_build_info`; "unknown" while the database
+/// cannot be reached (the first backup reports why).
+async fn pg_dump_version(cfg: &Config) -> String {
+    let probe = async {
+        let server = pg::server_info(&cfg.database).await?;
+        let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+        Ok::<_, crate::error::JobError>(tools.version_line)
+    };
+    match tokio::time::timeout(Duration::from_secs(15), probe).await {
+        Ok(Ok(line)) => line
+            .split(')')
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or("unknown")
+            .to_string(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot determine the pg_dump version at start-up");
+            "unknown".into()
+        }
+        Err(_) => "unknown".into(),
+    }
+}

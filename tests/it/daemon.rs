@@ -1,0 +1,314 @@
+//! `pgbackup run`: schedule, metrics, health, a real Prometheus scraping it,
+//! overlap, and clean shutdown.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+struct Daemon {
+    proc: Guard,
+    addr: String,
+    bucket: String,
+}
+
+fn start_daemon(db: &str, extra: &[(&str, &str)]) -> Daemon {
+    let (pg, g) = (pg(), garage());
+    let bucket = g.bucket("daemon");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(db)),
+        ("BACKUP_LISTEN_ADDRESS", &addr),
+        ("BACKUP_CRON_SCHEDULE", "0 3 * * *"),
+    ]);
+    env.extend(g.env(&bucket));
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    let mut cmd = pgbackup_cmd(&["run"], &env);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let proc = Guard::spawn(&mut cmd);
+    wait_http(&addr, "/healthz");
+    Daemon { proc, addr, bucket }
+}
+
+fn metrics_of(d: &Daemon) -> String {
+    let (code, body) = http_get(&d.addr, "/metrics");
+    assert_eq!(code, 200);
+    body
+}
+
+fn series(name: &str, db: &str) -> String {
+    format!("{name}{{database=\"{db}\"}}")
+}
+
+fn wait_for_attempts(d: &Daemon, db: &str, n: f64) -> String {
+    let mut text = String::new();
+    eventually("the backup to finish", Duration::from_secs(60), || {
+        text = metrics_of(d);
+        metric(&text, &series("backup_attempts_total", db)).unwrap_or(0.0) >= n
+            && metric(&text, &series("backup_in_progress", db)) == Some(0.0)
+    });
+    text
+}
+
+#[test]
+fn backs_up_on_startup_and_exports_the_contract_metrics() {
+    let pg = pg();
+    let db = pg.fresh_db("dmn");
+    load_fixture(pg, &db, 5000);
+    let mut d = start_daemon(&db, &[("RUN_ON_STARTUP", "true")]);
+
+    let text = wait_for_attempts(&d, &db, 1.0);
+    let now = chrono::Utc::now().timestamp() as f64;
+    let get = |name: &str| {
+        metric(&text, &series(name, &db)).unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+    };
+    assert_eq!(get("backup_last_status"), 1.0);
+    assert!((now - get("backup_last_success_timestamp_seconds")).abs() < 120.0);
+    assert_eq!(
+        get("backup_last_attempt_timestamp_seconds"),
+        get("backup_last_success_timestamp_seconds")
+    );
+    assert!(get("backup_last_duration_seconds") > 0.0);
+    assert!(get("backup_last_size_bytes") > 0.0);
+    assert!(get("backup_last_dump_bytes") > get("backup_last_size_bytes"));
+    assert_eq!(get("backup_attempts_total"), 1.0);
+    assert_eq!(get("backup_duration_seconds_count"), 1.0);
+    assert!(get("backup_next_run_timestamp_seconds") > now);
+    assert_eq!(get("backup_last_verified_timestamp_seconds"), 0.0);
+    for stage in ["connect", "dump", "upload", "retention"] {
+        let s = format!("backup_failures_total{{database=\"{db}\",stage=\"{stage}\"}}");
+        assert_eq!(metric(&text, &s), Some(0.0), "{s}");
+    }
+    for result in ["delivered", "failed"] {
+        let s = format!("backup_webhook_deliveries_total{{database=\"{db}\",result=\"{result}\"}}");
+        assert_eq!(metric(&text, &s), Some(0.0), "{s}");
+    }
+    assert!(
+        text.contains("backup_build_info{version=\"") && text.contains("pg_dump_version=\"15."),
+        "{text}"
+    );
+    assert_eq!(garage().keys(&d.bucket).len(), 1);
+
+    // The endpoints.
+    let (code, head, _) = http("GET", &d.addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    let (code, body) = http_get(&d.addr, "/health");
+    assert_eq!(code, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["healthy"], true);
+    assert!(health["last_object"]
+        .as_str()
+        .unwrap()
+        .starts_with("backup_"));
+    assert!(health["next_run"].as_str().is_some());
+    let (code, page) = http_get(&d.addr, "/");
+    assert_eq!(code, 200);
+    assert!(page.contains("/metrics") && page.contains("/health"));
+    assert_eq!(http_get(&d.addr, "/nope").0, 404);
+    assert_eq!(http("POST", &d.addr, "/metrics").0, 405);
+
+    d.proc.signal(libc::SIGTERM);
+    let status = d
+        .proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("exit within 10 s");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn health_turns_503_when_a_backup_failed() {
+    let d = start_daemon("no_such_database", &[("RUN_ON_STARTUP", "true")]);
+    let text = wait_for_attempts(&d, "no_such_database", 1.0);
+    let s = "backup_failures_total{database=\"no_such_database\",stage=\"connect\"}";
+    assert_eq!(metric(&text, s), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, &series("backup_last_status", "no_such_database")),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            &series("backup_last_success_timestamp_seconds", "no_such_database")
+        ),
+        Some(0.0)
+    );
+    let (code, body) = http_get(&d.addr, "/health");
+    assert_eq!(code, 503, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["last_error"]["stage"], "connect");
+    assert!(!body.contains(&pg().password));
+}
+
+#[test]
+fn health_turns_503_when_the_last_success_is_too_old() {
+    let pg = pg();
+    let db = pg.fresh_db("old");
+    load_fixture(pg, &db, 10);
+    // 0.0005 h = 1.8 s.
+    let d = start_daemon(
+        &db,
+        &[
+            ("RUN_ON_STARTUP", "true"),
+            ("BACKUP_MAX_AGE_HOURS", "0.0005"),
+        ],
+    );
+    wait_for_attempts(&d, &db, 1.0);
+    let t = Instant::now();
+    eventually("/health to turn 503", Duration::from_secs(10), || {
+        http_get(&d.addr, "/health").0 == 503
+    });
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let (_, body) = http_get(&d.addr, "/health");
+    assert!(body.contains("old"), "{body}");
+}
+
+#[test]
+fn a_firing_during_a_running_backup_is_skipped_not_overlapped() {
+    let pg = pg();
+    let db = pg.fresh_db("overlap");
+    load_fixture(pg, &db, 10);
+    // Each pg_dump takes 2.5 s and logs its start and end.
+    let log = temp_dir("overlap").join("runs.log");
+    let bin = fake_pg_dump(
+        pg,
+        &format!(
+            "echo start >> {l}\nsleep 2.5\n$REAL \"$@\"\nrc=$?\necho end >> {l}\nexit $rc",
+            l = log.display()
+        ),
+    );
+    let d = start_daemon(
+        &db,
+        &[
+            ("BACKUP_CRON_SCHEDULE", "* * * * * *"),
+            ("PG_BIN_DIR", bin.to_str().unwrap()),
+        ],
+    );
+    let text = wait_for_attempts(&d, &db, 2.0);
+    let skipped = metric(&text, &series("backup_skipped_runs_total", &db)).unwrap();
+    assert!(
+        skipped >= 2.0,
+        "every-second firings during 2.5 s backups are skipped: {skipped}"
+    );
+    let runs = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = runs.lines().collect();
+    for pair in lines.chunks(2) {
+        if pair.len() == 2 {
+            assert_eq!(pair, ["start", "end"], "backups overlapped: {runs}");
+        }
+    }
+}
+
+#[test]
+fn sigterm_during_a_backup_aborts_it_and_exits_0() {
+    let pg = pg();
+    let db = pg.fresh_db("sigterm");
+    load_fixture(pg, &db, 300_000);
+    // pg_dump streams ~20 MB (several parts: a multipart upload is open),
+    // then stalls as if the database were slow.
+    let bin = fake_pg_dump(pg, "$REAL \"$@\" | head -c 20000000\nsleep 300");
+    let mut d = start_daemon(
+        &db,
+        &[
+            ("RUN_ON_STARTUP", "true"),
+            ("PG_BIN_DIR", bin.to_str().unwrap()),
+            ("BACKUP_COMPRESSION", "none"),
+        ],
+    );
+    let g = garage();
+    eventually(
+        "a multipart upload to be open",
+        Duration::from_secs(60),
+        || g.pending_uploads(&d.bucket) > 0,
+    );
+    let dump_pids = children_of(d.proc.pid());
+    assert!(!dump_pids.is_empty(), "pg_dump is running");
+
+    let t = Instant::now();
+    d.proc.signal(libc::SIGTERM);
+    let status = d
+        .proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("exit within 10 s");
+    assert_eq!(status.code(), Some(0), "exit code");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(g.keys(&d.bucket), Vec::<String>::new(), "no object");
+    assert_eq!(g.pending_uploads(&d.bucket), 0, "multipart upload aborted");
+    for pid in dump_pids {
+        assert!(
+            group_members(pid).is_empty(),
+            "pg_dump's process group {pid} still has members"
+        );
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_daemon() {
+    let pg = pg();
+    let db = pg.fresh_db("prom");
+    load_fixture(pg, &db, 100);
+    let d = start_daemon(&db, &[("RUN_ON_STARTUP", "true")]);
+    wait_for_attempts(&d, &db, 1.0);
+
+    let prom = std::path::Path::new("/usr/bin/prometheus");
+    assert!(
+        prom.exists(),
+        "prometheus not found: apt-get install prometheus"
+    );
+    let dir = temp_dir("prom");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: backup\n    static_configs:\n      - targets: ['{}']\n",
+            d.addr
+        ),
+    )
+    .unwrap();
+    let paddr = format!("127.0.0.1:{}", free_port());
+    let _prom = Guard::spawn(
+        std::process::Command::new(prom)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={paddr}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let query = "/api/v1/query?query=backup_last_success_timestamp_seconds";
+    let mut body = String::new();
+    eventually(
+        "Prometheus to have scraped the daemon",
+        Duration::from_secs(60),
+        || {
+            if std::net::TcpStream::connect(&paddr).is_err() {
+                return false;
+            }
+            body = http_get(&paddr, query).1;
+            body.contains("\"result\":[{")
+        },
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let r = &v["data"]["result"][0];
+    assert_eq!(r["metric"]["database"], db.as_str());
+    assert_eq!(r["metric"]["job"], "backup");
+    let ts: f64 = r["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() as f64 - ts).abs() < 300.0,
+        "fresh success timestamp: {ts}"
+    );
+    // The counter keeps its _total name through Prometheus.
+    let (_, body) = http_get(&paddr, "/api/v1/query?query=backup_attempts_total");
+    assert!(body.contains("\"backup_attempts_total\""), "{body}");
+}
