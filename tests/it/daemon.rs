@@ -312,3 +312,63 @@ fn a_real_prometheus_scrapes_the_daemon() {
     let (_, body) = http_get(&paddr, "/api/v1/query?query=backup_attempts_total");
     assert!(body.contains("\"backup_attempts_total\""), "{body}");
 }
+
+#[test]
+fn postgres_stopped_mid_dump_then_the_next_scheduled_backup_succeeds() {
+    let mut pg2 = Postgres::start_dedicated();
+    let db = pg2.fresh_db("crash");
+    load_fixture(&pg2, &db, 300_000);
+    let mark = temp_dir("crash").join("stalled");
+    // After 4 MB the dump stalls for 3 s (marking the moment), then goes on.
+    let bin = fake_pg_dump(
+        &pg2,
+        &format!(
+            "$REAL \"$@\" | (head -c 4000000; touch {m}; sleep 3; cat)",
+            m = mark.display()
+        ),
+    );
+    let g = garage();
+    let bucket = g.bucket("crash");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg2.url(&db)),
+        ("BACKUP_LISTEN_ADDRESS", &addr),
+        ("BACKUP_CRON_SCHEDULE", "*/5 * * * * *"),
+        ("RUN_ON_STARTUP", "true"),
+        ("PG_BIN_DIR", bin.to_str().unwrap()),
+    ]);
+    env.extend(g.env(&bucket));
+    let mut cmd = pgbackup_cmd(&["run"], &env);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut proc = Guard::spawn(&mut cmd);
+    let d = Daemon {
+        proc: Guard(None),
+        addr: addr.clone(),
+        bucket: bucket.clone(),
+    };
+
+    eventually("the dump to be mid-stream", Duration::from_secs(60), || {
+        mark.exists()
+    });
+    pg2.kill_server();
+    let text = wait_for_attempts(&d, &db, 1.0);
+    let failed = format!("backup_failures_total{{database=\"{db}\",stage=\"dump\"}}");
+    assert_eq!(metric(&text, &failed), Some(1.0), "{text}");
+    assert!(g.keys(&bucket).is_empty(), "no object from the broken dump");
+    assert_eq!(g.pending_uploads(&bucket), 0);
+    assert_eq!(http_get(&addr, "/health").0, 503);
+
+    pg2.restart_server();
+    eventually(
+        "a later scheduled backup to succeed",
+        Duration::from_secs(90),
+        || metric(&metrics_of(&d), &series("backup_last_status", &db)) == Some(1.0),
+    );
+    assert_eq!(g.keys(&bucket).len(), 1);
+    assert_eq!(http_get(&addr, "/health").0, 200);
+    assert!(
+        proc.wait_timeout(Duration::from_millis(10)).is_none(),
+        "the daemon kept running"
+    );
+}

@@ -237,3 +237,158 @@ fn bad_configuration_exits_2_naming_the_variable() {
     let run = pgbackup(&["no-such-command"], &[]);
     assert_eq!(run.code, 2);
 }
+
+// ---- the store misbehaving: a fault-injecting proxy in front of Garage ----
+
+use crate::proxy::Proxy;
+use std::time::Duration;
+
+/// Environment for a backup of ~20 MB (uncompressed, so several parts) that
+/// goes through `proxy`.
+fn proxied(db: &str, bucket: &str, proxy: &Proxy) -> Vec<(String, String)> {
+    let mut env = s3_env(&pg().url(db), bucket);
+    for (k, v) in env.iter_mut() {
+        if k == "AWS_S3_ENDPOINT" {
+            *v = proxy.endpoint();
+        }
+    }
+    env.extend(vars(&[("BACKUP_COMPRESSION", "none")]));
+    env
+}
+
+fn assert_one_good_backup(bucket: &str) {
+    let g = garage();
+    let keys = g.keys(bucket);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let (body, meta) = g.get(bucket, &keys[0]);
+    assert_eq!(meta["sha256"], sha256_hex(&body));
+    assert_eq!(g.pending_uploads(bucket), 0);
+}
+
+#[test]
+fn store_stopped_mid_upload_and_back_before_retries_run_out() {
+    let pg = pg();
+    let db = pg.fresh_db("flap");
+    load_fixture(pg, &db, 300_000);
+    let bucket = garage().bucket("f-flap");
+    let proxy = Proxy::start(garage().port);
+    // Down after 12 MB went upstream: the second 8 MiB part is in flight.
+    proxy.cut_after(12_000_000);
+    let mut child = Guard::spawn(
+        pgbackup_cmd(&["backup"], &proxied(&db, &bucket, &proxy))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    eventually(
+        "the store to go down mid-upload",
+        Duration::from_secs(60),
+        || proxy.is_down(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.restore();
+    let status = child
+        .wait_timeout(Duration::from_secs(120))
+        .expect("backup finishes");
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        status.success(),
+        "backup should survive a 2 s outage: {err}"
+    );
+    assert!(err.contains("retrying part"), "a part was retried: {err}");
+    assert_one_good_backup(&bucket);
+}
+
+#[test]
+fn connections_reset_mid_part_are_retried() {
+    let pg = pg();
+    let db = pg.fresh_db("reset");
+    load_fixture(pg, &db, 300_000);
+    let bucket = garage().bucket("f-reset");
+    let proxy = Proxy::start(garage().port);
+    // The first three connections die after 1 MiB: mid-part.
+    proxy.reset_next(3, 1 << 20);
+    let run = pgbackup(&["backup"], &proxied(&db, &bucket, &proxy));
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(proxy.resets_done() >= 1, "the fault was injected");
+    assert_one_good_backup(&bucket);
+}
+
+#[test]
+fn a_slow_store_still_gets_a_whole_backup() {
+    let pg = pg();
+    let db = pg.fresh_db("slow");
+    load_fixture(pg, &db, 100_000);
+    let bucket = garage().bucket("f-slow");
+    let proxy = Proxy::start(garage().port);
+    proxy.delay(2);
+    let run = pgbackup(&["backup"], &proxied(&db, &bucket, &proxy));
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_one_good_backup(&bucket);
+}
+
+#[test]
+fn store_gone_for_good_fails_the_upload_stage_and_leaves_no_object() {
+    let pg = pg();
+    let db = pg.fresh_db("gone");
+    load_fixture(pg, &db, 300_000);
+    let bucket = garage().bucket("f-gone");
+    let proxy = Proxy::start(garage().port);
+    proxy.cut_after(12_000_000);
+    let mut child = Guard::spawn(
+        pgbackup_cmd(&["backup"], &proxied(&db, &bucket, &proxy))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let status = child
+        .wait_timeout(Duration::from_secs(180))
+        .expect("backup gives up");
+    let out = child.0.take().unwrap().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: upload failed: "), "{last}");
+    assert!(
+        garage().keys(&bucket).is_empty(),
+        "no object under a backup name"
+    );
+    // The abort could not reach the store; the upload stays pending until
+    // retention's stale-upload sweep or a lifecycle rule removes it.
+}
+
+#[test]
+fn local_storage_running_out_of_space() {
+    let pg = pg();
+    let db = pg.fresh_db("nospace");
+    load_fixture(pg, &db, 100_000);
+    let dir = temp_dir("nospace");
+    let env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(&db)),
+        ("BACKUP_LOCAL_DIR", dir.to_str().unwrap()),
+        ("BACKUP_COMPRESSION", "none"),
+    ]);
+    // A 1 MiB file size limit stands in for a full disk: writes fail with EFBIG.
+    let mut cmd = pgbackup_cmd(&["backup"], &env);
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("error: upload failed: writing ") && last.contains("out of space"),
+        "{last}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "nothing half-written: {left:?}");
+}

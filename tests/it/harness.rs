@@ -143,6 +143,21 @@ fn spawn_service(mut cmd: Command, stop_signal: i32) -> u32 {
     pid
 }
 
+/// Reaps a service that exited; true once it is gone.
+fn reap(pid: u32) -> bool {
+    let mut c = CLEANUP.lock().unwrap();
+    match c.children.iter_mut().position(|(ch, _)| ch.id() == pid) {
+        None => true,
+        Some(i) => match c.children[i].0.try_wait() {
+            Ok(Some(_)) => {
+                c.children.remove(i);
+                true
+            }
+            _ => false,
+        },
+    }
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
@@ -236,43 +251,63 @@ impl Postgres {
                 .arg("-D")
                 .arg(&data),
         );
-        let port = free_port();
-        let mut cmd = Command::new(bin.join("postgres"));
-        as_postgres(&mut cmd)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&sock)
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-            .args(["-c", "max_connections=200", "-c", "logging_collector=off"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("postgres.log")).unwrap());
-        // SIGINT: fast shutdown.
-        let pid = spawn_service(cmd, libc::SIGINT);
-        let pg = Postgres {
-            port,
+        let mut pg = Postgres {
+            port: free_port(),
             bin,
             sock,
             data,
             password,
-            pid,
+            pid: 0,
         };
+        pg.run_server();
+        pg
+    }
+
+    /// A cluster of its own, for a test that stops and restarts it.
+    pub fn start_dedicated() -> Postgres {
+        Postgres::start()
+    }
+
+    fn run_server(&mut self) {
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        as_postgres(&mut cmd)
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.sock)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=200", "-c", "logging_collector=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SIGINT: fast shutdown.
+        self.pid = spawn_service(cmd, libc::SIGINT);
         wait_until(
             "PostgreSQL to accept connections",
             Duration::from_secs(30),
             || {
-                Command::new(pg.bin.join("pg_isready"))
+                Command::new(self.bin.join("pg_isready"))
                     .arg("-h")
-                    .arg(&pg.sock)
-                    .args(["-p", &port.to_string()])
+                    .arg(&self.sock)
+                    .args(["-p", &self.port.to_string()])
                     .stdout(Stdio::null())
                     .status()
                     .map(|s| s.success())
                     .unwrap_or(false)
             },
         );
-        pg
+    }
+
+    /// Immediate shutdown (SIGQUIT), as a crash or `pg_ctl -m immediate` would.
+    pub fn kill_server(&self) {
+        unsafe { libc::kill(self.pid as i32, libc::SIGQUIT) };
+        wait_until("PostgreSQL to stop", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() && reap(self.pid)
+        });
+    }
+
+    pub fn restart_server(&mut self) {
+        self.run_server();
     }
 
     /// Runs SQL as the superuser over the socket; returns unaligned output.
@@ -755,7 +790,7 @@ pub fn fake_pg_dump(pg: &Postgres, script: &str) -> PathBuf {
         std::os::unix::fs::symlink(pg.bin.join(tool), bin.join(tool)).unwrap();
     }
     let body = format!(
-        "#!/bin/sh\nREAL={}\nif [ \"$1\" = --version ]; then exec $REAL --version; fi\n{script}\n",
+        "#!/bin/bash\nset -o pipefail\nREAL={}\nif [ \"$1\" = --version ]; then exec $REAL --version; fi\n{script}\n",
         pg.bin.join("pg_dump").display()
     );
     std::fs::write(bin.join("pg_dump"), body).unwrap();

@@ -6,3 +6,4 @@ mod harness;
 mod backup;
 mod daemon;
 mod faults;
+mod proxy;
