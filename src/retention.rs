@@ -53,8 +53,8 @@ pub enum Rule {
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Rule::MinCount => "newest",
-            Rule::Days => "recent",
+            Rule::MinCount => "min count",
+            Rule::Days => "days",
             Rule::Daily => "daily",
             Rule::Weekly => "weekly",
             Rule::Monthly => "monthly",

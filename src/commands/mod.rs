@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod prune;
 
 use clap::{Parser, Subcommand};
 
@@ -27,12 +28,19 @@ pub enum Command {
     Backup,
     /// Preflight: config, database reachable, pg_dump fits the server, storage round trip.
     Check,
+    /// Apply retention now: delete backups the rules no longer keep.
+    Prune {
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Backup => backup::run(load_config()?).await,
         Command::Check => check::run(load_config()?).await,
+        Command::Prune { dry_run } => prune::run(load_config()?, dry_run).await,
     }
 }
 
