@@ -248,6 +248,7 @@ pub async fn apply_with(
     if !opts.dry_run {
         let keys: Vec<String> = plan.delete.iter().map(|p| p.key.clone()).collect();
         for (i, batch) in keys.chunks(DELETE_BATCH).enumerate() {
+            tracing::debug!(batch = i + 1, keys = batch.len(), "deleting a batch");
             match storage.delete(batch).await {
                 Ok(failed) => report.failed.extend(failed),
                 Err(e) => {

@@ -15,7 +15,10 @@ pub async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
     let report = retention::apply(&storage, &cfg.prefix, &cfg.retention, now, dry_run).await?;
     let age = |key: &str| {
         naming::parse(&cfg.prefix, key)
-            .map(|p| format!("{} days old", (now - p.time).num_days()))
+            .map(|p| match (now - p.time).num_days() {
+                1 => "1 day old".to_string(),
+                d => format!("{d} days old"),
+            })
             .unwrap_or_default()
     };
     let verb = if dry_run { "would delete" } else { "deleted" };
@@ -38,8 +41,8 @@ pub async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
         println!("{:<12}  {key}: {why}", "failed");
     }
     println!(
-        "{}{verb} {} backup(s) ({}), {} kept ({}) in {}",
-        if dry_run { "dry run: " } else { "" },
+        "retention{}: {verb} {} backup(s) ({}), {} kept ({}) in {}",
+        if dry_run { " (dry run)" } else { "" },
         report.deleted.len(),
         human_bytes(report.deleted_bytes),
         report.stored_objects,

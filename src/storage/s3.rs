@@ -72,6 +72,14 @@ impl S3Storage {
         }
     }
 
+    /// Over an existing client (tests, or callers with their own credentials).
+    pub fn from_client(client: Client, bucket: &str) -> Self {
+        S3Storage {
+            client,
+            bucket: bucket.to_string(),
+        }
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
