@@ -5,3 +5,5 @@ mod harness;
 
 mod backup;
 mod faults;
+mod notify;
+mod retention;
