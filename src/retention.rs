@@ -80,6 +80,9 @@ pub struct Plan {
     pub delete: Vec<Planned>,
 }
 
+/// A UTC day, ISO week or month as a comparable key.
+type PeriodOf = fn(&DateTime<Utc>) -> (i32, u32, u32);
+
 /// Decides what to keep and what to delete. Pure: no I/O, no clock.
 pub fn plan(
     objects: &[ObjectInfo],
@@ -114,7 +117,7 @@ pub fn plan(
         }
     }
 
-    let periods: [(Option<u32>, Rule, fn(&DateTime<Utc>) -> (i32, u32, u32)); 3] = [
+    let periods: [(Option<u32>, Rule, PeriodOf); 3] = [
         (s.keep_daily, Rule::Daily, |t| {
             (t.year(), t.month(), t.day())
         }),
