@@ -786,6 +786,16 @@ mod tests {
         );
     }
 
+    /// The daemon hands deliveries to their own tasks.
+    #[allow(dead_code)]
+    fn deliveries_are_spawnable(n: Notifications, o: Outcome) {
+        fn clone_send_sync<T: Clone + Send + Sync + 'static>() {}
+        clone_send_sync::<Notifier>();
+        clone_send_sync::<Heartbeat>();
+        clone_send_sync::<Notifications>();
+        tokio::spawn(async move { n.after_attempt(&o, Some(false), None).await });
+    }
+
     #[test]
     fn fail_url_keeps_the_query() {
         assert_eq!(

@@ -240,6 +240,8 @@ pub async fn apply_with(
         if let Some(i) = plan.delete.iter().position(|p| &p.key == key) {
             let p = plan.delete.remove(i);
             plan.keep.push(p);
+            plan.keep
+                .sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.key.cmp(&a.key)));
         }
     }
 
@@ -663,6 +665,12 @@ mod tests {
         ];
         let p = plan(&objs, P, now(), &settings(30, 1));
         assert_eq!(p.keep.len(), 2);
+    }
+
+    /// The daemon runs a pass inside a spawned task.
+    #[allow(dead_code)]
+    fn after_backup_is_spawnable(cfg: Config, storage: Storage, r: BackupReport) {
+        tokio::spawn(async move { after_backup(&cfg, &storage, &r).await });
     }
 
     #[test]
