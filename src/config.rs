@@ -505,6 +505,20 @@ fn validate(raw: RawEnv) -> Result<Config, ConfigError> {
             .map_err(|e| ConfigError::new("BACKUP_VERIFY_CRON_SCHEDULE", e))?;
     }
 
+    // Checked like the webhook; the error never echoes the URL (it is a credential).
+    let heartbeat_url = match raw.backup_heartbeat_url.as_deref().map(str::trim) {
+        None => None,
+        Some(u) => match Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https") => Some(Secret::new(u)),
+            _ => {
+                return Err(ConfigError::new(
+                    "BACKUP_HEARTBEAT_URL",
+                    "not a valid http(s) URL",
+                ))
+            }
+        },
+    };
+
     Ok(Config {
         database,
         cron_schedule,
@@ -518,7 +532,7 @@ fn validate(raw: RawEnv) -> Result<Config, ConfigError> {
         retention,
         webhook,
         notify_on,
-        heartbeat_url: raw.backup_heartbeat_url.map(Secret::new),
+        heartbeat_url,
         listen,
         max_age,
         pg_bin_dir: raw.pg_bin_dir.map(PathBuf::from),
@@ -824,6 +838,23 @@ mod tests {
         ])
         .unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn heartbeat_url_must_be_http_and_is_never_echoed() {
+        let c = cfg(&[
+            URL,
+            BUCKET,
+            ("BACKUP_HEARTBEAT_URL", "https://hc-ping.com/uuid-1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.heartbeat_url.unwrap().expose(),
+            "https://hc-ping.com/uuid-1"
+        );
+        let e = cfg(&[URL, BUCKET, ("BACKUP_HEARTBEAT_URL", "ftp://h/uuid-2")]).unwrap_err();
+        assert_eq!(e.var, "BACKUP_HEARTBEAT_URL");
+        assert!(!e.to_string().contains("uuid-2"), "{e}");
     }
 
     #[test]

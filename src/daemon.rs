@@ -21,8 +21,9 @@ use crate::config::Config;
 use crate::http::{self, AppState, LastError, Status};
 use crate::job::{self, Outcome};
 use crate::metrics::Metrics;
+use crate::notify::Notifications;
 use crate::storage::Storage;
-use crate::{naming, pg, schedule};
+use crate::{naming, pg, retention, schedule};
 
 /// Longest sleep between looks at the wall clock.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -47,6 +48,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         started: Utc::now(),
     });
     seed_from_storage(&cfg, &storage, &state).await;
+
+    let notifications = Notifications::from_config(&cfg);
+    let after = After {
+        cfg: cfg.clone(),
+        storage: storage.clone(),
+        metrics: metrics.clone(),
+        state: state.clone(),
+        notifications,
+    };
 
     let stop = CancellationToken::new();
     let server = tokio::spawn(http::serve(listener, state.clone(), stop.clone()));
@@ -85,7 +95,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
                 running = None;
                 match res {
-                    Ok(outcome) => after_job(&outcome, &metrics, &state, next),
+                    Ok(outcome) => after.job(outcome, next),
                     Err(e) => tracing::error!(error = %e, "backup task panicked"),
                 }
             }
@@ -97,7 +107,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     stop.cancel();
     if let Some(job) = running {
         match tokio::time::timeout(STOP_GRACE, job).await {
-            Ok(Ok(outcome)) => after_job(&outcome, &metrics, &state, None),
+            Ok(Ok(outcome)) => after.job(outcome, None),
             Ok(Err(e)) => tracing::error!(error = %e, "backup task panicked"),
             Err(_) => tracing::error!("the running backup did not stop within {STOP_GRACE:?}"),
         }
@@ -124,8 +134,53 @@ fn start_job(
     })
 }
 
+/// What happens after each attempt. Retention and notifications run on
+/// their own tasks: they never delay the schedule.
+struct After {
+    cfg: Arc<Config>,
+    storage: Arc<Storage>,
+    metrics: Metrics,
+    state: Arc<AppState>,
+    notifications: Notifications,
+}
+
+impl After {
+    fn job(&self, o: Outcome, next: Option<DateTime<Utc>>) {
+        let previous_ok = self.state.status.lock().expect("status").last_attempt_ok;
+        record(&o, &self.metrics, &self.state, next);
+        if let Ok(report) = &o.result {
+            let (cfg, storage, metrics, report) = (
+                self.cfg.clone(),
+                self.storage.clone(),
+                self.metrics.clone(),
+                report.clone(),
+            );
+            tokio::spawn(async move {
+                match retention::after_backup(&cfg, &storage, &report).await {
+                    Ok(r) => {
+                        metrics.add_retention_deleted(r.deleted.len() as u64);
+                        metrics.set_stored(r.stored_objects, r.stored_bytes);
+                    }
+                    // Logged by retention itself; the backup stays a success.
+                    Err(_) => metrics.count_failure(crate::error::Stage::Retention),
+                }
+            });
+        }
+        // A backup stopped by our own shutdown is not news to anyone.
+        if matches!(&o.result, Err(e) if e.stage == crate::error::Stage::Cancelled) {
+            return;
+        }
+        let (notifications, metrics) = (self.notifications.clone(), self.metrics.clone());
+        tokio::spawn(async move {
+            if let Some(d) = notifications.after_attempt(&o, previous_ok, next).await {
+                metrics.count_delivery(matches!(d, crate::notify::Delivery::Delivered));
+            }
+        });
+    }
+}
+
 /// Records what a backup did: metrics, /health, one log line.
-fn after_job(o: &Outcome, metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
+fn record(o: &Outcome, metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
     metrics.set_in_progress(false);
     metrics.record(o);
     let mut st = state.status.lock().expect("status");

@@ -9,6 +9,8 @@
 //!   returning an [`job::Outcome`] that others read.
 //! - [`pg`]: server version, choice of client tools, their commands.
 //! - [`storage`]: S3 multipart and local directory behind one type.
+//! - [`retention`]: which backups to delete (a pure plan), then deleting them.
+//! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.
 //! - [`config`]: the environment, validated once into [`config::Config`].
 //! - [`naming`], [`schedule`], [`backoff`]: pure logic, unit-tested without I/O.
 //! - [`error`]: typed errors that know their stage and whether a retry may help.
@@ -23,6 +25,8 @@ pub mod job;
 pub mod logging;
 pub mod metrics;
 pub mod naming;
+pub mod notify;
 pub mod pg;
+pub mod retention;
 pub mod schedule;
 pub mod storage;

@@ -1,9 +1,13 @@
-//! `pgbackup backup`: one backup now; exits with its outcome.
+//! `pgbackup backup`: one backup now, then retention; exits with the
+//! backup's outcome (a retention failure is logged, not fatal). Waits for
+//! the notifications before exiting.
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::job;
+use crate::notify::Notifications;
+use crate::retention;
 use crate::storage::Storage;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -14,8 +18,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         super::shutdown_signal().await;
         on_signal.cancel();
     });
+    let notifications = Notifications::from_config(&cfg);
     let outcome = job::run(&cfg, &storage, &cancel).await;
-    match &outcome.result {
+    let result = match &outcome.result {
         Ok(r) => {
             tracing::info!(
                 database = %outcome.database,
@@ -34,13 +39,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 outcome.duration.as_secs_f64(),
                 r.sha256
             );
+            // Only after a success; its failure is logged there and not fatal.
+            if let Ok(rep) = retention::after_backup(&cfg, &storage, r).await {
+                println!(
+                    "retention: deleted {} old backup(s), {} kept ({})",
+                    rep.deleted.len(),
+                    rep.stored_objects,
+                    human_bytes(rep.stored_bytes)
+                );
+            }
             Ok(())
         }
         Err(e) => {
             tracing::error!(database = %outcome.database, stage = %e.stage, error = %e.message, "backup failed");
             Err(e.clone().into())
         }
-    }
+    };
+    // One-shot: the previous outcome is unknown and nothing is scheduled.
+    notifications.after_attempt(&outcome, None, None).await;
+    result
 }
 
 pub fn human_bytes(n: u64) -> String {

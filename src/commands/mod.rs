@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod prune;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,12 @@ pub enum Command {
     Backup,
     /// Preflight: config, database reachable, pg_dump fits the server, storage round trip.
     Check,
+    /// Apply retention now: delete backups the rules no longer keep.
+    Prune {
+        /// Print what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -37,6 +44,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => run::run(load_config()?).await,
         Command::Backup => backup::run(load_config()?).await,
         Command::Check => check::run(load_config()?).await,
+        Command::Prune { dry_run } => prune::run(load_config()?, dry_run).await,
     }
 }
 

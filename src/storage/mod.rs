@@ -49,6 +49,14 @@ pub struct ObjectInfo {
     pub last_modified: Option<DateTime<Utc>>,
 }
 
+/// A multipart upload that was started and never completed or aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingUpload {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
 pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
 
 pub enum Storage {
@@ -99,6 +107,22 @@ impl Storage {
         match self {
             Storage::S3(s) => s.delete(keys).await,
             Storage::Local(l) => l.delete(keys).await,
+        }
+    }
+
+    /// Multipart uploads left open under `prefix` (S3 only; a local
+    /// directory has none: its temp files are never ours to judge).
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, JobError> {
+        match self {
+            Storage::S3(s) => s.pending_uploads(prefix).await,
+            Storage::Local(_) => Ok(Vec::new()),
+        }
+    }
+
+    pub async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), JobError> {
+        match self {
+            Storage::S3(s) => s.abort_pending(upload).await,
+            Storage::Local(_) => Ok(()),
         }
     }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
-use super::{ObjectInfo, ObjectMeta, ObjectReader};
+use super::{ObjectInfo, ObjectMeta, ObjectReader, PendingUpload};
 use crate::backoff;
 use crate::error::{JobError, Retry, Stage};
 
@@ -68,6 +68,14 @@ impl S3Storage {
         }
         S3Storage {
             client: Client::from_conf(b.build()),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// Over an existing client (tests, or callers with their own credentials).
+    pub fn from_client(client: Client, bucket: &str) -> Self {
+        S3Storage {
+            client,
             bucket: bucket.to_string(),
         }
     }
@@ -193,6 +201,63 @@ impl S3Storage {
 
     fn object(&self, key: &str) -> String {
         format!("{}/{key}", self.bucket)
+    }
+
+    /// Multipart uploads still open under `prefix`, all pages. S3 pages
+    /// this listing with a pair of markers, so the SDK has no paginator.
+    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, JobError> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(Stage::Retention, "ListMultipartUploads", &self.bucket, e))?;
+            for u in page.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    continue;
+                };
+                out.push(PendingUpload {
+                    key: key.to_string(),
+                    upload_id: id.to_string(),
+                    initiated: u
+                        .initiated()
+                        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), 0)),
+                });
+            }
+            key_marker = page.next_key_marker().map(String::from);
+            id_marker = page.next_upload_id_marker().map(String::from);
+            // A store that says "truncated" without markers would loop forever.
+            if page.is_truncated() != Some(true) || (key_marker.is_none() && id_marker.is_none()) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Aborts one pending upload, once (the caller decides about retrying).
+    pub async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), JobError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&upload.key)
+            .upload_id(&upload.upload_id)
+            .send()
+            .await
+            .map_err(|e| {
+                s3_error(
+                    Stage::Retention,
+                    "AbortMultipartUpload",
+                    &self.object(&upload.key),
+                    e,
+                )
+            })?;
+        Ok(())
     }
 }
 

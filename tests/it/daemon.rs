@@ -91,6 +91,17 @@ fn backs_up_on_startup_and_exports_the_contract_metrics() {
         "{text}"
     );
     assert_eq!(garage().keys(&d.bucket).len(), 1);
+    // Retention ran after the success and reported what storage holds.
+    eventually(
+        "retention to report storage",
+        Duration::from_secs(30),
+        || {
+            let t = metrics_of(&d);
+            metric(&t, &series("backup_stored_objects", &db)) == Some(1.0)
+                && metric(&t, &series("backup_stored_bytes", &db))
+                    == Some(get("backup_last_size_bytes"))
+        },
+    );
 
     // The endpoints.
     let (code, head, _) = http("GET", &d.addr, "/metrics");
@@ -371,4 +382,52 @@ fn postgres_stopped_mid_dump_then_the_next_scheduled_backup_succeeds() {
         proc.wait_timeout(Duration::from_millis(10)).is_none(),
         "the daemon kept running"
     );
+}
+
+#[test]
+fn a_failed_backup_is_notified_and_counted_as_delivered() {
+    use crate::notify::{Receiver, Reply};
+    let hook = Receiver::start(vec![Reply::Status(200)]);
+    let url = hook.url("/services/T000/B000/secret-token");
+    let d = start_daemon(
+        "no_such_db_notify",
+        &[("RUN_ON_STARTUP", "true"), ("BACKUP_WEBHOOK_URL", &url)],
+    );
+    let db = "no_such_db_notify";
+    let delivered =
+        format!("backup_webhook_deliveries_total{{database=\"{db}\",result=\"delivered\"}}");
+    eventually(
+        "the failure to be delivered",
+        Duration::from_secs(30),
+        || metric(&metrics_of(&d), &delivered) == Some(1.0),
+    );
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert!(body["text"].as_str().unwrap().contains(db), "{body}");
+    assert!(!got[0].body.contains("secret-token") && !got[0].body.contains(&pg().password));
+}
+
+#[test]
+fn a_webhook_that_never_answers_does_not_delay_the_schedule() {
+    use crate::notify::{Receiver, Reply};
+    let hook = Receiver::start(vec![Reply::Hang; 100]);
+    let db = "no_such_db_hang";
+    let d = start_daemon(
+        db,
+        &[
+            ("BACKUP_CRON_SCHEDULE", "* * * * * *"),
+            ("BACKUP_WEBHOOK_URL", &hook.url("/hook")),
+            ("BACKUP_WEBHOOK_RETRIES", "0"),
+        ],
+    );
+    // Each delivery hangs for its 10 s timeout; meanwhile the every-second
+    // schedule keeps firing.
+    let t = Instant::now();
+    wait_for_attempts(&d, db, 3.0);
+    assert!(
+        t.elapsed() < Duration::from_secs(9),
+        "attempts were held up by the webhook"
+    );
+    assert!(!hook.received().is_empty(), "the webhook was called");
 }

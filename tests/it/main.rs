@@ -6,4 +6,6 @@ mod harness;
 mod backup;
 mod daemon;
 mod faults;
+pub mod notify;
 mod proxy;
+mod retention;

@@ -1,0 +1,63 @@
+//! `pgbackup prune [--dry-run]`: retention now. Prints each backup it
+//! deletes (or would delete); exits 1 if any deletion failed.
+
+use chrono::Utc;
+
+use super::backup::human_bytes;
+use crate::config::Config;
+use crate::naming;
+use crate::retention;
+use crate::storage::Storage;
+
+pub async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
+    let storage = Storage::from_config(&cfg).await?;
+    let now = Utc::now();
+    let report = retention::apply(&storage, &cfg.prefix, &cfg.retention, now, dry_run).await?;
+    let age = |key: &str| {
+        naming::parse(&cfg.prefix, key)
+            .map(|p| match (now - p.time).num_days() {
+                1 => "1 day old".to_string(),
+                d => format!("{d} days old"),
+            })
+            .unwrap_or_default()
+    };
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for key in &report.deleted {
+        println!("{verb:<12}  {key}  ({})", age(key));
+    }
+    if dry_run {
+        for k in &report.kept {
+            let why: Vec<String> = k.kept_by.iter().map(|r| r.to_string()).collect();
+            println!(
+                "{:<12}  {}  ({}; kept by {})",
+                "keep",
+                k.key,
+                age(&k.key),
+                why.join(", ")
+            );
+        }
+    }
+    for (key, why) in &report.failed {
+        println!("{:<12}  {key}: {why}", "failed");
+    }
+    println!(
+        "retention{}: {verb} {} backup(s) ({}), {} kept ({}) in {}",
+        if dry_run { " (dry run)" } else { "" },
+        report.deleted.len(),
+        human_bytes(report.deleted_bytes),
+        report.stored_objects,
+        human_bytes(report.stored_bytes),
+        storage.describe()
+    );
+    if report.aborted_uploads > 0 {
+        println!(
+            "{} {} abandoned multipart upload(s)",
+            if dry_run { "would abort" } else { "aborted" },
+            report.aborted_uploads
+        );
+    }
+    match report.error() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
