@@ -437,7 +437,7 @@ def cmd_compose(_args):
             senv = dict(item.split("=", 1) for item in senv)
         for key, value in senv.items():
             if re.search(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|WEBHOOK", key):
-                p.check("${" in str(value), f"{name}: {key} must come from .env (${{{key}}}), not the file")
+                p.check("${" in str(value), f"{name}: {key} must be a ${{VARIABLE}} set in .env, not a literal")
         for src, _dst in bind_mounts(svc):
             p.check((ROOT / src).exists(), f"{name}: bind mount source {src} does not exist")
 
