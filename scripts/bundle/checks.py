@@ -49,7 +49,7 @@ COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-MONITORING_DOCS = [ROOT / "docs" / "monitoring-section.md", ROOT / "README.md"]
+MONITORING_DOCS = [ROOT / "README.md"]
 
 # The metrics of the interface contract, as pgbackup exposes them.
 METRICS = {
