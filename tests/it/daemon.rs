@@ -431,3 +431,37 @@ fn a_webhook_that_never_answers_does_not_delay_the_schedule() {
     );
     assert!(!hook.received().is_empty(), "the webhook was called");
 }
+
+#[test]
+fn store_down_then_back_the_daemon_recovers_on_its_next_run() {
+    let pg = pg();
+    let db = pg.fresh_db("storedown");
+    load_fixture(pg, &db, 10);
+    let proxy = crate::proxy::Proxy::start(garage().port);
+    proxy.cut_after(1);
+    let d = start_daemon(
+        &db,
+        &[
+            ("BACKUP_CRON_SCHEDULE", "*/3 * * * * *"),
+            ("RUN_ON_STARTUP", "true"),
+            ("AWS_S3_ENDPOINT", &proxy.endpoint()),
+        ],
+    );
+    let upload = format!("backup_failures_total{{database=\"{db}\",stage=\"upload\"}}");
+    eventually(
+        "an upload failure to be counted",
+        Duration::from_secs(90),
+        || metric(&metrics_of(&d), &upload).unwrap_or(0.0) >= 1.0,
+    );
+    assert_eq!(http_get(&d.addr, "/health").0, 503);
+    assert!(garage().keys(&d.bucket).is_empty());
+
+    proxy.restore();
+    eventually(
+        "a later scheduled backup to succeed",
+        Duration::from_secs(90),
+        || metric(&metrics_of(&d), &series("backup_last_status", &db)) == Some(1.0),
+    );
+    assert_eq!(http_get(&d.addr, "/health").0, 200);
+    assert!(!garage().keys(&d.bucket).is_empty());
+}
