@@ -136,6 +136,14 @@ pub async fn pump<S: Sink>(
     }
 }
 
+/// Drops a sink on a blocking thread: a BufWriter flushes on drop, and a
+/// flush through SyncIoBridge must not run on the async runtime.
+pub async fn drop_sink<S: Send + 'static>(sink: Option<S>) {
+    if let Some(s) = sink {
+        let _ = tokio::task::spawn_blocking(move || drop(s)).await;
+    }
+}
+
 /// Counts and hashes every stored byte read, whoever reads it.
 struct Hashing<R> {
     inner: R,

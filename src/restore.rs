@@ -44,8 +44,9 @@ const HOLD: usize = 64 * 1024;
 
 /// Empties a database of everything a restore would bring: every schema
 /// but the system ones is dropped with its contents; `public` is dropped and
-/// recreated with its owner and privileges (pg_dump assumes it exists).
-/// Plain dumps carry no DROP statements, so this is `--clean` for them.
+/// recreated with its owner and privileges (pg_dump assumes it exists);
+/// large objects are unlinked. Plain dumps carry no DROP statements, so this
+/// is `--clean` for them.
 pub const EMPTY_SQL: &str = r#"DO $pgbackup_clean$
 DECLARE
   s text;
@@ -69,6 +70,7 @@ BEGIN
         CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
     END LOOP;
   END IF;
+  PERFORM pg_catalog.lo_unlink(oid) FROM pg_catalog.pg_largeobject_metadata;
 END
 $pgbackup_clean$;
 "#;
@@ -142,9 +144,9 @@ pub async fn restore(
             return Err(JobError::permanent(
                 stage,
                 format!(
-                    "target database {:?} at {label} already holds {} user tables ({}); pass --clean to replace them",
+                    "target database {:?} at {label} already holds {} ({}); pass --clean to replace them",
                     target.name(),
-                    existing.len(),
+                    tables(existing.len()),
                     examples(&existing)
                 ),
             ));
@@ -326,7 +328,12 @@ pub(crate) async fn user_relations(
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-fn examples(names: &[String]) -> String {
+/// "1 user table", "3 user tables".
+pub(crate) fn tables(n: usize) -> String {
+    format!("{n} user table{}", if n == 1 { "" } else { "s" })
+}
+
+pub(crate) fn examples(names: &[String]) -> String {
     let mut s = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
     if names.len() > 3 {
         s.push_str(", ...");
@@ -494,7 +501,7 @@ async fn run_parallel(
     let sink = BufWriter::with_capacity(1 << 20, file);
     let opts = fetch::Options {
         stage,
-        drain_limit: 0,
+        drain_limit: fetch::DRAIN_LIMIT,
         accept: |_: &BufWriter<std::fs::File>| None,
     };
     let (res, sink) = fetch::pump(reader, stored, sink, opts).await;
@@ -628,7 +635,7 @@ fn spawn_err(tools: &Tools, tool: &str, stage: Stage, e: io::Error) -> JobError 
 /// Ends a tool fed by [`fetch::pump`]: on success its input is closed and
 /// its exit awaited; on failure it is killed before its input closes, so it
 /// never sees a clean end of input. Always reaped.
-pub(crate) async fn finish_tool<S>(
+pub(crate) async fn finish_tool<S: Send + 'static>(
     child: &mut Child,
     sink: Option<S>,
     res: Result<Streamed, Failure>,
@@ -638,7 +645,7 @@ pub(crate) async fn finish_tool<S>(
 ) -> Result<Streamed, JobError> {
     match res {
         Ok(streamed) => {
-            drop(sink);
+            fetch::drop_sink(sink).await;
             let status = child.wait().await;
             let tail = err.await.unwrap_or_default();
             check_status(status, &tail, tool, stage)?;
@@ -647,7 +654,7 @@ pub(crate) async fn finish_tool<S>(
         Err(Failure::Job(e)) => {
             let _ = child.start_kill();
             let _ = child.wait().await;
-            drop(sink);
+            fetch::drop_sink(sink).await;
             err.abort();
             Err(e)
         }
@@ -661,7 +668,7 @@ pub(crate) async fn finish_tool<S>(
                     child.wait().await
                 }
             };
-            drop(sink);
+            fetch::drop_sink(sink).await;
             let tail = err.await.unwrap_or_default();
             check_status(status, &tail, tool, stage)?;
             Err(JobError::permanent(

@@ -250,10 +250,10 @@ async fn open_scratch(cfg: &Config) -> Result<Scratch, JobError> {
                 return Err(JobError::permanent(
                     stage,
                     format!(
-                        "scratch database {:?} (BACKUP_VERIFY_DATABASE_URL) already holds {} tables ({}); a drill restores only into an empty database: empty it, or drop it and the drill creates it",
+                        "scratch database {:?} (BACKUP_VERIFY_DATABASE_URL) already holds {} ({}); a drill restores only into an empty database: empty it, or drop it and the drill creates it",
                         db.name(),
-                        existing.len(),
-                        existing.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                        restore::tables(existing.len()),
+                        restore::examples(&existing)
                     ),
                 ));
             }
@@ -484,7 +484,7 @@ async fn custom_toc(
         accept: |_: &BufWriter<_>| None,
     };
     let (res, sink) = fetch::pump(reader, stored, sink, opts).await;
-    drop(sink);
+    fetch::drop_sink(sink).await;
     if let Err(Failure::Job(e)) = res {
         let _ = child.start_kill();
         let _ = child.wait().await;

@@ -5,3 +5,4 @@ mod harness;
 
 mod backup;
 mod faults;
+mod restore;
