@@ -214,23 +214,34 @@ impl<W: Write> Write for PlainScanner<W> {
     }
 }
 
-/// Forwards everything but the last `hold` bytes until [`HoldBack::release`].
+/// Forwards a stream but holds back its end until [`HoldBack::release`].
 ///
 /// pg_restore cannot finish a custom archive, and so cannot COMMIT its
 /// single transaction, without the archive's last bytes; holding them until
 /// the stored checksum matched means a corrupt download never commits.
+/// With the dump's size known (its `dump-bytes` metadata) the held bytes are
+/// exactly the archive's last `hold`, and a stream longer than the dump is
+/// refused: otherwise bytes appended to an object would be what is held,
+/// and pg_restore would see the archive's real end and commit. Without it,
+/// the stream's last `hold` bytes are held.
 pub struct HoldBack<W: Write> {
     inner: W,
     tail: Vec<u8>,
     hold: usize,
+    size: Option<u64>,
+    forwarded: u64,
+    total: u64,
 }
 
 impl<W: Write> HoldBack<W> {
-    pub fn new(inner: W, hold: usize) -> Self {
+    pub fn new(inner: W, hold: usize, size: Option<u64>) -> Self {
         HoldBack {
             inner,
-            tail: Vec::with_capacity(2 * hold),
+            tail: Vec::new(),
             hold: hold.max(1),
+            size,
+            forwarded: 0,
+            total: 0,
         }
     }
 
@@ -238,17 +249,36 @@ impl<W: Write> HoldBack<W> {
     pub fn release(&mut self) -> io::Result<()> {
         let tail = std::mem::take(&mut self.tail);
         self.inner.write_all(&tail)?;
+        self.forwarded += tail.len() as u64;
         self.inner.flush()
     }
 }
 
 impl<W: Write> Write for HoldBack<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.total += data.len() as u64;
+        if let Some(size) = self.size {
+            if self.total > size {
+                return Err(io::Error::other(format!(
+                    "the stream is longer than the dump's recorded {size} bytes"
+                )));
+            }
+        }
         self.tail.extend_from_slice(data);
-        if self.tail.len() >= 2 * self.hold {
-            let n = self.tail.len() - self.hold;
+        let n = match self.size {
+            Some(size) => {
+                let cutoff = size.saturating_sub(self.hold as u64);
+                cutoff
+                    .saturating_sub(self.forwarded)
+                    .min(self.tail.len() as u64) as usize
+            }
+            None if self.tail.len() >= 2 * self.hold => self.tail.len() - self.hold,
+            None => 0,
+        };
+        if n > 0 {
             self.inner.write_all(&self.tail[..n])?;
             self.tail.drain(..n);
+            self.forwarded += n as u64;
         }
         Ok(data.len())
     }
@@ -385,15 +415,33 @@ COMMIT;\n\
     #[test]
     fn hold_back_keeps_the_tail_until_released() {
         let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
-        let mut h = HoldBack::new(Vec::new(), 1000);
-        for c in data.chunks(777) {
-            h.write_all(c).unwrap();
+        for size in [None, Some(data.len() as u64)] {
+            let mut h = HoldBack::new(Vec::new(), 1000, size);
+            for c in data.chunks(777) {
+                h.write_all(c).unwrap();
+            }
+            h.flush().unwrap();
+            assert_eq!(h.inner.len(), data.len() - h.tail.len());
+            assert!(h.tail.len() >= 1000, "{size:?}");
+            if size.is_some() {
+                assert_eq!(h.tail.len(), 1000, "exactly the dump's last bytes");
+            }
+            assert_eq!(&h.inner[..], &data[..h.inner.len()]);
+            h.release().unwrap();
+            assert_eq!(h.inner, data);
         }
-        h.flush().unwrap();
-        assert_eq!(h.inner.len(), data.len() - h.tail.len());
-        assert!(h.tail.len() >= 1000);
-        assert_eq!(&h.inner[..], &data[..h.inner.len()]);
-        h.release().unwrap();
-        assert_eq!(h.inner, data);
+    }
+
+    #[test]
+    fn hold_back_refuses_more_than_the_dump() {
+        let mut h = HoldBack::new(Vec::new(), 10, Some(100));
+        h.write_all(&[1; 95]).unwrap();
+        assert_eq!(h.inner.len(), 90);
+        assert!(h.write_all(&[2; 6]).is_err(), "appended bytes are refused");
+        assert_eq!(
+            h.inner.len(),
+            90,
+            "and the archive's end was never forwarded"
+        );
     }
 }

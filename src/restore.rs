@@ -425,7 +425,7 @@ pub(crate) async fn run_streamed(
             }
             cmd.arg(&dbname);
             let (mut child, stdin, err) = spawn(cmd, tools, tool, stage)?;
-            let sink = HoldBack::new(SyncIoBridge::new(stdin), HOLD);
+            let sink = HoldBack::new(SyncIoBridge::new(stdin), HOLD, stored.dump_bytes);
             let opts = fetch::Options {
                 stage,
                 drain_limit: fetch::DRAIN_LIMIT,

@@ -263,7 +263,15 @@ fn corrupt_and_truncated_objects_are_caught_by_verify_and_restore() {
             flipped[mid] ^= 0x40;
         }
         let truncated = good[..good.len() * 2 / 3].to_vec();
-        for (what, body) in [("flipped", flipped), ("truncated", truncated)] {
+        // Bytes after a complete dump: the tools could read all they need,
+        // and commit, long before the checksum is known.
+        let mut appended = good.clone();
+        appended.extend(std::iter::repeat_n(0u8, 1 << 20));
+        for (what, body) in [
+            ("flipped", flipped),
+            ("truncated", truncated),
+            ("appended", appended),
+        ] {
             rewrite(&bucket, &key, body, meta.clone());
             let ctx = format!("{format}/{compression} {what}");
 
