@@ -52,6 +52,17 @@ fn db_exists(name: &str) -> bool {
         == "1"
 }
 
+/// The tables a database holds, as one short string for messages.
+fn user_tables(db: &str) -> String {
+    pg().psql(
+        db,
+        "SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') FROM pg_tables \
+         WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .trim()
+    .to_string()
+}
+
 fn large_object(db: &str) -> String {
     pg().psql(
         db,
