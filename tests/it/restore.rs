@@ -277,7 +277,7 @@ fn corrupt_and_truncated_objects_are_caught_by_verify_and_restore() {
         // Bytes after a complete dump: the tools could read all they need,
         // and commit, long before the checksum is known.
         let mut appended = good.clone();
-        appended.extend(std::iter::repeat_n(0u8, 1 << 20));
+        appended.extend(std::iter::repeat_n(0u8, 4 << 20));
         for (what, body) in [
             ("flipped", flipped),
             ("truncated", truncated),
