@@ -296,11 +296,7 @@ fn corrupt_and_truncated_objects_are_caught_by_verify_and_restore() {
             let target = pg.fresh_db("badtgt");
             let run = pgbackup(&["restore", &key, "--target-url", &pg.url(&target)], &env);
             expect_failure(&run, 1, "restore failed: ", "checksum mismatch");
-            assert_eq!(
-                pg.snapshot(&target),
-                Vec::new(),
-                "{ctx}: the target was changed"
-            );
+            assert_eq!(user_tables(&target), "", "{ctx}: the target was changed");
             assert_eq!(large_object(&target), "", "{ctx}");
 
             // Into a database the restore creates: dropped again.
