@@ -141,20 +141,53 @@ async fn capture_inner(db: &Database, backup: &str) -> Result<Manifest, JobError
     })
 }
 
-/// Writes the manifest of backup `key`.
+/// Writes the manifest of backup `key`: on S3 with its sha256 as metadata;
+/// locally as one file beside the backup (temp name, fsync, rename), with no
+/// `.sha256` sidecar of its own.
 pub async fn store(storage: &Storage, key: &str, m: &Manifest) -> Result<(), JobError> {
     let body = serde_json::to_vec_pretty(m)
         .map_err(|e| JobError::permanent(Stage::Upload, format!("manifest: {e}")))?;
-    let meta = ObjectMeta {
-        sha256: hex::encode(Sha256::digest(&body)),
-        ..Default::default()
-    };
-    let mut w = storage.create(&object_name(key)).await?;
-    if let Err(e) = w.write_part(Bytes::from(body)).await {
-        w.abort().await;
-        return Err(e);
+    let name = object_name(key);
+    match storage {
+        Storage::Local(l) => write_local(&l.path_of(&name), &body)
+            .await
+            .map_err(|e| JobError::permanent(Stage::Upload, format!("writing {name}: {e}"))),
+        Storage::S3(_) => {
+            let meta = ObjectMeta {
+                sha256: hex::encode(Sha256::digest(&body)),
+                ..Default::default()
+            };
+            let mut w = storage.create(&name).await?;
+            if let Err(e) = w.write_part(Bytes::from(body)).await {
+                w.abort().await;
+                return Err(e);
+            }
+            w.commit(&meta).await
+        }
     }
-    w.commit(&meta).await
+}
+
+async fn write_local(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    tokio::fs::create_dir_all(dir).await?;
+    let base = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("manifest");
+    // Hidden and not backup-shaped: never listed, even if left by a crash.
+    let tmp = dir.join(format!(".{base}.{:016x}.partial", rand::random::<u64>()));
+    let res = async {
+        let mut f = tokio::fs::File::create(&tmp).await?;
+        f.write_all(body).await?;
+        f.sync_all().await?;
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if res.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    res
 }
 
 /// Reads the manifest of backup `key`; None when it has none.

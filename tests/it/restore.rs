@@ -751,3 +751,57 @@ fn restore_tools_get_the_password_in_their_environment_only() {
     assert!(logged.contains("pg_restore-PGPASSWORD-set"), "{logged}");
     assert!(logged.contains("psql-PGPASSWORD-set"), "{logged}");
 }
+
+#[test]
+fn local_storage_restores_verifies_and_drills() {
+    let pg = pg();
+    let src = source_db("lsrc", 1000);
+    let dir = temp_dir("local-restore");
+    let env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(&src)),
+        ("BACKUP_LOCAL_DIR", dir.to_str().unwrap()),
+        ("BACKUP_FILE_PREFIX", "db/backup_"),
+        ("BACKUP_FORMAT", "plain"),
+    ]);
+    assert_eq!(pgbackup(&["backup"], &env).code, 0);
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    // The backup, its checksum, and its manifest: nothing else.
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert!(files[0].ends_with(".sql.zst") && files[1].ends_with(".sql.zst.manifest.json"));
+    assert!(files[2].ends_with(".sql.zst.sha256"), "{files:?}");
+
+    let run = pgbackup(&["verify", "latest"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("plain dump complete, 4 tables"),
+        "{}",
+        run.stdout
+    );
+    let run = pgbackup(&["verify", "latest", "--restore"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("3 with rows at backup time"),
+        "{}",
+        run.stdout
+    );
+    let target = new_db_name("ltgt");
+    let run = pgbackup(
+        &["restore", "latest", "--target-url", &pg.url(&target)],
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(pg.snapshot(&target), pg.snapshot(&src));
+
+    // A local checksum mismatch is caught the same way.
+    let path = dir.join("db").join(&files[0]);
+    let mut body = std::fs::read(&path).unwrap();
+    let mid = body.len() / 2;
+    body[mid] ^= 0x10;
+    std::fs::write(&path, body).unwrap();
+    let run = pgbackup(&["verify", "latest"], &env);
+    expect_failure(&run, 1, "verify failed: ", "checksum mismatch");
+}
