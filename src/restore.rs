@@ -86,6 +86,9 @@ const USER_RELATIONS: &str = "SELECT pg_catalog.format('%I.%I', n.nspname, c.rel
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
+    /// Stops the restore: the tools are killed (nothing commits) and a
+    /// database the restore created is dropped.
+    pub cancel: tokio_util::sync::CancellationToken,
     /// Replace what the target holds (custom: `pg_restore --clean
     /// --if-exists`; plain: [`EMPTY_SQL`] first, in the same transaction).
     pub clean: bool,
@@ -153,7 +156,7 @@ pub async fn restore(
         }
     }
     drop(client);
-    let result = async {
+    let work = async {
         let tools = restore_tools(&server, &stored, cfg.pg_bin_dir.as_deref()).await?;
         tracing::info!(
             object = %backup.key,
@@ -176,8 +179,12 @@ pub async fn restore(
             .await
             .map(|r| r.streamed),
         }
-    }
-    .await;
+    };
+    // Cancelling drops `work`: its tools die with their handles (kill_on_drop).
+    let result = tokio::select! {
+        r = work => r,
+        _ = opts.cancel.cancelled() => Err(stopped(stage)),
+    };
     match result {
         Ok(streamed) => {
             if !streamed.checksum_verified {
@@ -207,6 +214,13 @@ pub async fn restore(
         }
         Err(e) => Err(e),
     }
+}
+
+pub(crate) fn stopped(stage: Stage) -> JobError {
+    JobError::permanent(
+        Stage::Cancelled,
+        format!("{stage} stopped by a signal before it finished"),
+    )
 }
 
 /// Connects to the target, creating it (from template0, via the `postgres`

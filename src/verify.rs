@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, PlainScanner, TocEntry};
 use crate::catalog::{self, Backup};
@@ -188,6 +189,17 @@ struct Scratch {
 /// else `pgbackup_drill_<time>_<random>`, created on BACKUP_DATABASE_URL's
 /// server (the role needs CREATEDB) and always dropped.
 pub async fn drill(cfg: &Config, storage: &Storage, name: &str) -> Result<DrillReport, JobError> {
+    drill_until(cfg, storage, name, &CancellationToken::new()).await
+}
+
+/// [`drill`] that stops when `cancel` fires (e.g. at shutdown): the restore
+/// is killed and the scratch database still removed before it returns.
+pub async fn drill_until(
+    cfg: &Config,
+    storage: &Storage,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<DrillReport, JobError> {
     let started = Utc::now();
     let t0 = Instant::now();
     let stage = Stage::Verify;
@@ -198,7 +210,10 @@ pub async fn drill(cfg: &Config, storage: &Storage, name: &str) -> Result<DrillR
     let scratch = open_scratch(cfg).await?;
     tracing::info!(object = %backup.key, scratch = %scratch.db.name(), "restore drill");
 
-    let result = run_drill(cfg, storage, &backup, &stored, &scratch, t0).await;
+    let result = tokio::select! {
+        r = run_drill(cfg, storage, &backup, &stored, &scratch, t0) => r,
+        _ = cancel.cancelled() => Err(restore::stopped(stage)),
+    };
 
     let cleaned = match &scratch.drop_via {
         Some(via) => restore::drop_database(via, scratch.db.name(), &scratch.server).await,

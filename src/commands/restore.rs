@@ -44,7 +44,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let opts = RestoreOptions {
         clean: a.clean,
         jobs: a.jobs,
+        ..Default::default()
     };
+    let on_signal = opts.cancel.clone();
+    tokio::spawn(async move {
+        super::backup::shutdown_signal().await;
+        on_signal.cancel();
+    });
     let r = restore::restore(&cfg, &storage, &backup, &target, &opts).await?;
     tracing::info!(
         object = %r.key,

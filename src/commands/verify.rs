@@ -4,6 +4,7 @@ use crate::catalog;
 use crate::error::{ConfigError, Stage};
 use crate::storage::Storage;
 use crate::verify;
+use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,8 +29,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .into());
     }
     let storage = Storage::from_config(&cfg).await?;
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        super::backup::shutdown_signal().await;
+        on_signal.cancel();
+    });
     if a.restore {
-        let r = verify::drill(&cfg, &storage, &a.name).await?;
+        let r = verify::drill_until(&cfg, &storage, &a.name, &cancel).await?;
         tracing::info!(
             object = %r.key,
             scratch = %r.scratch,
@@ -58,7 +65,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let backup = catalog::resolve(&storage, &cfg.prefix, &wanted, Stage::Verify).await?;
-    let r = verify::verify(&cfg, &storage, &backup).await?;
+    let r = tokio::select! {
+        r = verify::verify(&cfg, &storage, &backup) => r?,
+        _ = cancel.cancelled() => return Err(crate::restore::stopped(Stage::Verify).into()),
+    };
     println!(
         "ok: {}  sha256 {} matches over {}; decompressed {}; {}  ({:.1}s)",
         r.key,

@@ -805,3 +805,82 @@ fn local_storage_restores_verifies_and_drills() {
     let run = pgbackup(&["verify", "latest"], &env);
     expect_failure(&run, 1, "verify failed: ", "checksum mismatch");
 }
+
+/// Processes whose command line mentions `needle` (a tool left running).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                out.push(cmd);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_signal_stops_restores_and_drills_and_cleans_up() {
+    use std::io::BufRead;
+    let pg = pg();
+    // Every restored row calls a slow function: the restore takes seconds.
+    let src = pg.fresh_db("slow");
+    pg.psql(
+        &src,
+        "CREATE FUNCTION public.slow(i int) RETURNS bool LANGUAGE sql AS 'SELECT pg_sleep(0.002) IS NOT NULL'; \
+         CREATE TABLE public.t (i int CHECK (public.slow(i))); \
+         INSERT INTO public.t SELECT generate_series(1, 2000);",
+    );
+    for format in ["custom", "plain"] {
+        let bucket = garage().bucket("rs-signal");
+        let env = s3_env(&src, &bucket, &[("BACKUP_FORMAT", format)]);
+        let key = backup(&env, &bucket);
+        let target = new_db_name("sig");
+        let url = pg.url(&target);
+        let restore: &[&str] = &["restore", &key, "--target-url", &url];
+        let drill: &[&str] = &["verify", &key, "--restore"];
+        for (what, args) in [("restore", restore), ("drill", drill)] {
+            let mut child = pgbackup_cmd(args, &env)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+            let mut log = String::new();
+            while !log.contains("restoring") && !log.contains("restore drill") {
+                assert!(err.read_line(&mut log).unwrap() > 0, "{what}: {log}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+            let status = child.wait().unwrap();
+            log.push_str(&rest);
+            let ctx = format!("{format} {what}");
+            assert_eq!(status.code(), Some(1), "{ctx}: {log}");
+            let last = log.lines().last().unwrap_or("");
+            assert!(
+                last.contains("cancelled failed: ") && last.contains("stopped by a signal"),
+                "{ctx}: {last}"
+            );
+            let db = if what == "restore" {
+                target.clone()
+            } else {
+                scratch_names(&Run {
+                    code: 1,
+                    stdout: String::new(),
+                    stderr: log.clone(),
+                })[0]
+                    .clone()
+            };
+            assert!(!db_exists(&db), "{ctx}: database {db} left behind");
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert_eq!(
+                processes_mentioning(&db),
+                Vec::<String>::new(),
+                "{ctx}: tools left running"
+            );
+        }
+    }
+}
