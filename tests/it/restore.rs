@@ -549,7 +549,7 @@ fn list_json_is_newest_first_and_latest_resolves_everywhere() {
 }
 
 /// GET over a plain TCP socket: no S3 client, no credentials.
-fn http_get(url: &str) -> (u16, Vec<u8>) {
+fn http_get(url: &str) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap());
@@ -564,7 +564,7 @@ fn http_get(url: &str) -> (u16, Vec<u8>) {
     let split = find(&resp, b"\r\n\r\n").expect("headers end");
     let head = String::from_utf8_lossy(&resp[..split]).into_owned();
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, resp[split + 4..].to_vec())
+    (status, head, resp[split + 4..].to_vec())
 }
 
 #[test]
@@ -578,11 +578,14 @@ fn a_presigned_url_serves_the_backup_to_any_http_client() {
     no_secrets(&run);
     let url = run.stdout.trim();
     assert!(url.contains("X-Amz-Expires=600"), "{url}");
-    let (status, body) = http_get(url);
+    let (status, head, body) = http_get(url);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let (stored, meta) = garage().get(&bucket, &key);
     assert!(body == stored, "presigned download differs from the object");
     assert_eq!(sha256_hex(&body), meta["sha256"]);
+    // The checksum travels with the download, for checking by hand.
+    let header = format!("x-amz-meta-sha256: {}", meta["sha256"]);
+    assert!(head.to_lowercase().contains(&header), "{head}");
 
     for bad in ["8d", "10", "1x"] {
         let run = pgbackup(&["presign", &key, "--expires", bad], &env);
