@@ -23,6 +23,7 @@ use crate::job::{self, Outcome};
 use crate::metrics::Metrics;
 use crate::notify::Notifications;
 use crate::storage::Storage;
+use crate::verify::{self, DrillReport};
 use crate::{naming, pg, retention, schedule};
 
 /// Longest sleep between looks at the wall clock.
@@ -74,13 +75,34 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     }
     let mut next = schedule::next_after(&sched, Utc::now());
     publish_next(&metrics, &state, next);
+    // Restore drills on their own schedule (off unless configured).
+    let drill_sched = match cfg.verify_cron_schedule.as_deref() {
+        Some(expr) => Some(schedule::parse(expr).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let mut next_drill = drill_sched
+        .as_ref()
+        .and_then(|s| schedule::next_after(s, Utc::now()));
+    let mut drill: Option<
+        JoinHandle<(DateTime<Utc>, Result<DrillReport, crate::error::JobError>)>,
+    > = None;
     tokio::pin!(shutdown);
 
     loop {
-        let nap = schedule::sleep_before(next, Utc::now(), MAX_SLEEP);
+        let now = Utc::now();
+        let nap = schedule::sleep_before(next, now, MAX_SLEEP)
+            .min(schedule::sleep_before(next_drill, now, MAX_SLEEP));
         tokio::select! {
             _ = tokio::time::sleep(nap) => {
                 let now = Utc::now();
+                if schedule::is_due(next_drill, now) {
+                    if drill.is_some() {
+                        tracing::warn!("scheduled restore drill skipped: the previous one is still running");
+                    } else {
+                        drill = Some(start_drill(&cfg, &storage, &stop));
+                    }
+                    next_drill = drill_sched.as_ref().and_then(|s| schedule::next_after(s, now));
+                }
                 if schedule::is_due(next, now) {
                     if running.is_some() {
                         metrics.count_skipped();
@@ -99,6 +121,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                     Err(e) => tracing::error!(error = %e, "backup task panicked"),
                 }
             }
+            res = async { drill.as_mut().expect("guarded").await }, if drill.is_some() => {
+                drill = None;
+                match res {
+                    Ok((started, result)) => after.drill(started, result, next),
+                    Err(e) => tracing::error!(error = %e, "drill task panicked"),
+                }
+            }
             _ = &mut shutdown => break,
         }
     }
@@ -112,8 +141,28 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             Err(_) => tracing::error!("the running backup did not stop within {STOP_GRACE:?}"),
         }
     }
+    if let Some(d) = drill {
+        // drill_until drops its scratch database when cancelled.
+        let _ = tokio::time::timeout(STOP_GRACE, d).await;
+    }
     let _ = server.await;
     Ok(())
+}
+
+fn start_drill(
+    cfg: &Arc<Config>,
+    storage: &Arc<Storage>,
+    stop: &CancellationToken,
+) -> JoinHandle<(DateTime<Utc>, Result<DrillReport, crate::error::JobError>)> {
+    let (cfg, storage, cancel) = (cfg.clone(), storage.clone(), stop.child_token());
+    tokio::spawn(async move {
+        let started = Utc::now();
+        tracing::info!(database = %cfg.database.name(), "restore drill started");
+        (
+            started,
+            verify::drill_until(&cfg, &storage, "latest", &cancel).await,
+        )
+    })
 }
 
 fn start_job(
@@ -180,6 +229,51 @@ impl After {
 }
 
 /// Records what a backup did: metrics, /health, one log line.
+impl After {
+    /// A drill's result: the verified timestamp, or a `verify` failure that
+    /// is notified like a failed backup.
+    fn drill(
+        &self,
+        started: DateTime<Utc>,
+        result: Result<DrillReport, crate::error::JobError>,
+        next: Option<DateTime<Utc>>,
+    ) {
+        match result {
+            Ok(r) => {
+                self.metrics.set_verified(Utc::now());
+                tracing::info!(
+                    database = %self.cfg.database.name(),
+                    object = %r.key,
+                    time_to_recover_s = format!("{:.2}", r.time_to_recover.as_secs_f64()),
+                    tables = r.tables,
+                    "restore drill passed"
+                );
+            }
+            Err(e) if e.stage == crate::error::Stage::Cancelled => {}
+            Err(e) => {
+                self.metrics.count_failure(crate::error::Stage::Verify);
+                tracing::error!(database = %self.cfg.database.name(), error = %e.message, "restore drill failed");
+                let o = Outcome {
+                    database: self.cfg.database.name().to_string(),
+                    started,
+                    finished: Utc::now(),
+                    duration: (Utc::now() - started).to_std().unwrap_or_default(),
+                    result: Err(crate::error::JobError {
+                        stage: crate::error::Stage::Verify,
+                        ..e
+                    }),
+                };
+                let (notifications, metrics) = (self.notifications.clone(), self.metrics.clone());
+                tokio::spawn(async move {
+                    if let Some(d) = notifications.after_attempt(&o, None, next).await {
+                        metrics.count_delivery(matches!(d, crate::notify::Delivery::Delivered));
+                    }
+                });
+            }
+        }
+    }
+}
+
 fn record(o: &Outcome, metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
     metrics.set_in_progress(false);
     metrics.record(o);

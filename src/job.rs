@@ -167,7 +167,7 @@ async fn backup(
                 writer.abort().await;
                 return Err(cancelled());
             }
-            writer.commit(&meta).await?;
+            crate::manifest::commit_with_manifest(cfg, storage, &key, writer, &meta).await?;
             Ok(BackupReport {
                 key,
                 dump_bytes: counts.dump_bytes,

@@ -13,20 +13,31 @@
 //! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.
 //! - [`config`]: the environment, validated once into [`config::Config`].
 //! - [`naming`], [`schedule`], [`backoff`]: pure logic, unit-tested without I/O.
+//! - [`restore`], [`verify`]: restore, integrity check and restore drill,
+//!   over [`fetch`] (download -> sha256 -> decompression), [`catalog`] (our
+//!   backups, `latest`), [`archive`] (what a dump says while it streams) and
+//!   [`manifest`] (row counts recorded at backup time); [`presign`] URLs.
 //! - [`error`]: typed errors that know their stage and whether a retry may help.
 
+pub mod archive;
 pub mod backoff;
+pub mod catalog;
 pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod fetch;
 pub mod http;
 pub mod job;
 pub mod logging;
+pub mod manifest;
 pub mod metrics;
 pub mod naming;
 pub mod notify;
 pub mod pg;
+pub mod presign;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod storage;
+pub mod verify;

@@ -267,6 +267,23 @@ pub async fn apply_with(
             }
         }
         failed_keys = report.failed.iter().map(|(k, _)| k.clone()).collect();
+        // Each deleted backup's manifest goes with it (older backups may have
+        // none; deleting a missing key is not an error).
+        let manifests: Vec<String> = plan
+            .delete
+            .iter()
+            .filter(|p| !failed_keys.contains(&p.key))
+            .map(|p| crate::manifest::object_name(&p.key))
+            .collect();
+        for batch in manifests.chunks(DELETE_BATCH) {
+            match storage.delete(batch).await {
+                Ok(failed) if failed.is_empty() => {}
+                Ok(failed) => {
+                    tracing::warn!(count = failed.len(), first = %failed[0].0, "cannot delete manifests")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot delete manifests"),
+            }
+        }
     }
     for p in plan.delete {
         if failed_keys.contains(&p.key) {

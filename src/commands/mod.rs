@@ -3,8 +3,12 @@
 
 mod backup;
 mod check;
+mod list;
+mod presign;
 mod prune;
+mod restore;
 mod run;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +41,14 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The backups in storage, newest first: name, time, size, format.
+    List(list::Args),
+    /// Restore a backup into a database; refuses a non-empty target unless --clean.
+    Restore(restore::Args),
+    /// Check a backup's integrity; --restore also restores it into a scratch database.
+    Verify(verify::Args),
+    /// Print a presigned GET URL for a backup (local storage: its path).
+    Presign(presign::Args),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -45,11 +57,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup => backup::run(load_config()?).await,
         Command::Check => check::run(load_config()?).await,
         Command::Prune { dry_run } => prune::run(load_config()?, dry_run).await,
+        Command::List(a) => list::run(a).await,
+        Command::Restore(a) => restore::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
+        Command::Presign(a) => presign::run(a).await,
     }
 }
 
 fn load_config() -> Result<Config, ConfigError> {
     Config::from_env()
+}
+
+/// For commands that need storage but not the backed-up database (list,
+/// restore, verify, presign): restoring after the server is lost must not
+/// need its URL. Without one, validation gets a placeholder that nothing
+/// connects to; the bool says whether a real database is configured.
+fn load_storage_config() -> Result<(Config, bool), ConfigError> {
+    let mut vars: Vec<(String, String)> = std::env::vars().collect();
+    let has_db = vars
+        .iter()
+        .any(|(k, v)| (k == "BACKUP_DATABASE_URL" || k == "POSTGRES_HOST") && !v.trim().is_empty());
+    if !has_db {
+        vars.push((
+            "BACKUP_DATABASE_URL".into(),
+            "postgres://unset@unset.invalid/unset".into(),
+        ));
+    }
+    Ok((Config::from_vars(vars)?, has_db))
 }
 
 /// 2 for configuration and usage errors, 1 for everything else.

@@ -16,7 +16,11 @@ fn backup_to_garage(db: &str, extra: &[(&str, &str)]) -> (String, String, Run) {
     env.extend(vars(extra));
     let run = pgbackup(&["backup"], &env);
     assert_eq!(run.code, 0, "backup failed: {}", run.all());
-    let keys = g.keys(&bucket);
+    let keys: Vec<String> = g
+        .keys(&bucket)
+        .into_iter()
+        .filter(|k| !k.ends_with(".manifest.json"))
+        .collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
     (bucket, keys[0].clone(), run)
 }
@@ -105,6 +109,7 @@ fn local_directory_storage_with_sidecar() {
     let files: Vec<String> = std::fs::read_dir(dir.join("sub/dir"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| !f.ends_with(".manifest.json"))
         .collect();
     assert_eq!(
         files.len(),

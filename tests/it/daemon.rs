@@ -465,3 +465,80 @@ fn store_down_then_back_the_daemon_recovers_on_its_next_run() {
     assert_eq!(http_get(&d.addr, "/health").0, 200);
     assert!(!garage().keys(&d.bucket).is_empty());
 }
+
+#[test]
+fn scheduled_restore_drills_set_the_verified_timestamp() {
+    let pg = pg();
+    let db = pg.fresh_db("drill");
+    load_fixture(pg, &db, 1000);
+    let d = start_daemon(
+        &db,
+        &[
+            ("RUN_ON_STARTUP", "true"),
+            ("BACKUP_VERIFY_CRON_SCHEDULE", "*/3 * * * * *"),
+        ],
+    );
+    wait_for_attempts(&d, &db, 1.0);
+    let mut text = String::new();
+    eventually("a drill to pass", Duration::from_secs(90), || {
+        text = metrics_of(&d);
+        metric(
+            &text,
+            &series("backup_last_verified_timestamp_seconds", &db),
+        )
+        .unwrap_or(0.0)
+            > 0.0
+    });
+    let verified = metric(
+        &text,
+        &series("backup_last_verified_timestamp_seconds", &db),
+    )
+    .unwrap();
+    assert!((chrono::Utc::now().timestamp() as f64 - verified).abs() < 120.0);
+    // Drills leave no scratch database behind (give a running one time to finish).
+    std::thread::sleep(Duration::from_secs(1));
+    let dbs = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgbackup_drill_%'",
+    );
+    assert!(
+        dbs.trim().parse::<u32>().unwrap() <= 1,
+        "scratch databases pile up: {dbs}"
+    );
+}
+
+#[test]
+fn a_failing_drill_counts_as_a_verify_failure_and_is_notified() {
+    use crate::notify::{Receiver, Reply};
+    let pg = pg();
+    let db = pg.fresh_db("drillfail");
+    load_fixture(pg, &db, 100);
+    let hook = Receiver::start(vec![Reply::Status(200); 100]);
+    let d = start_daemon(
+        &db,
+        &[
+            ("RUN_ON_STARTUP", "true"),
+            ("BACKUP_VERIFY_CRON_SCHEDULE", "*/3 * * * * *"),
+            ("BACKUP_VERIFY_SQL", "SELECT false"),
+            ("BACKUP_WEBHOOK_URL", &hook.url("/hook")),
+        ],
+    );
+    wait_for_attempts(&d, &db, 1.0);
+    let verify = format!("backup_failures_total{{database=\"{db}\",stage=\"verify\"}}");
+    eventually("drills to fail", Duration::from_secs(90), || {
+        metric(&metrics_of(&d), &verify).unwrap_or(0.0) >= 2.0
+    });
+    let text = metrics_of(&d);
+    assert_eq!(
+        metric(
+            &text,
+            &series("backup_last_verified_timestamp_seconds", &db)
+        ),
+        Some(0.0)
+    );
+    eventually(
+        "the drill failure to be notified",
+        Duration::from_secs(30),
+        || hook.received().iter().any(|r| r.body.contains("verify")),
+    );
+}

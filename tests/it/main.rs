@@ -8,4 +8,5 @@ mod daemon;
 mod faults;
 pub mod notify;
 mod proxy;
+mod restore;
 mod retention;

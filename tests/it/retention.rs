@@ -114,7 +114,16 @@ fn prune_on_s3_deletes_exactly_the_old_backups_and_nothing_foreign() {
         name("backup_", ago(90), "dump.zst"),
         name("other/backup_", ago(90), "dump.zst"),
     ];
-    let all: Vec<String> = old.iter().chain(&new).chain(&foreign).cloned().collect();
+    // Manifests (restore drills' row counts) go with their backup.
+    let old_manifest = format!("{}.manifest.json", old[0]);
+    let new_manifest = format!("{}.manifest.json", new[0]);
+    let all: Vec<String> = old
+        .iter()
+        .chain(&new)
+        .chain(&foreign)
+        .cloned()
+        .chain([old_manifest.clone(), new_manifest.clone()])
+        .collect();
     put_all(&bucket, &all);
     let env = s3_env(
         &bucket,
@@ -160,7 +169,14 @@ fn prune_on_s3_deletes_exactly_the_old_backups_and_nothing_foreign() {
         run.stdout
     );
     let left = all_keys(&bucket);
-    assert_eq!(left, set(new.iter().chain(&foreign).cloned()));
+    assert_eq!(
+        left,
+        set(new.iter().chain(&foreign).cloned().chain([new_manifest]))
+    );
+    assert!(
+        !left.contains(&old_manifest),
+        "the deleted backup's manifest went with it"
+    );
 
     // A second pass finds nothing more to do.
     let again = pgbackup(&["prune"], &env);

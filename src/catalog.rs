@@ -1,0 +1,186 @@
+//! The backups in storage: only names of the contract's shape under the
+//! prefix, newest first, and the one resolver of a `<NAME|latest>` argument
+//! that list, restore, verify, presign and the drill share.
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Format;
+use crate::error::{ConfigError, JobError, Stage};
+use crate::naming;
+use crate::storage::Storage;
+
+/// One backup as the listing shows it; time, format and compression come from its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    pub key: String,
+    pub time: DateTime<Utc>,
+    pub size: u64,
+    pub format: Format,
+    /// `zstd`, `gzip` or `none`.
+    pub compression: &'static str,
+}
+
+/// What a `<NAME|latest>` argument asks for, checked before any I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    Latest,
+    Key(String),
+}
+
+/// Parses a NAME argument: `latest`, a full key as `list` prints it, or the
+/// key without the prefix. Anything else is a usage error (exit 2).
+pub fn wanted(prefix: &str, name: &str) -> Result<Wanted, ConfigError> {
+    let name = name.trim();
+    if name == "latest" {
+        return Ok(Wanted::Latest);
+    }
+    if naming::parse(prefix, name).is_some() {
+        return Ok(Wanted::Key(name.to_string()));
+    }
+    let full = format!("{prefix}{name}");
+    if naming::parse(prefix, &full).is_some() {
+        return Ok(Wanted::Key(full));
+    }
+    Err(ConfigError::new(
+        "NAME",
+        format!(
+            "{name:?} is not a backup name: expected `latest` or {prefix}YYYY-MM-DD_HH-MM-SS.<dump|sql>[.zst|.gz] as `pgbackup list` prints it"
+        ),
+    ))
+}
+
+/// Our backups under `prefix`, newest first. Errors carry `stage`.
+pub async fn list(storage: &Storage, prefix: &str, stage: Stage) -> Result<Vec<Backup>, JobError> {
+    let objects = storage.list(prefix).await.map_err(|e| restage(e, stage))?;
+    Ok(select(
+        prefix,
+        objects.into_iter().map(|o| (o.key, o.size)).collect(),
+    ))
+}
+
+/// Keeps the contract-shaped names and orders them newest first (ties: by name).
+pub fn select(prefix: &str, objects: Vec<(String, u64)>) -> Vec<Backup> {
+    let mut out: Vec<Backup> = objects
+        .into_iter()
+        .filter_map(|(key, size)| {
+            let p = naming::parse(prefix, &key)?;
+            Some(Backup {
+                key,
+                time: p.time,
+                size,
+                format: p.format,
+                compression: p.compression,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.key.cmp(&a.key)));
+    out
+}
+
+/// Finds the backup `wanted` names in storage.
+pub async fn resolve(
+    storage: &Storage,
+    prefix: &str,
+    wanted: &Wanted,
+    stage: Stage,
+) -> Result<Backup, JobError> {
+    let all = list(storage, prefix, stage).await?;
+    pick(all, wanted).map_err(|m| {
+        JobError::permanent(
+            stage,
+            format!("{m} in {} under {prefix:?}", storage.describe()),
+        )
+    })
+}
+
+fn pick(all: Vec<Backup>, wanted: &Wanted) -> Result<Backup, String> {
+    match wanted {
+        Wanted::Latest => all
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no backups".to_string()),
+        Wanted::Key(k) => all
+            .into_iter()
+            .find(|b| &b.key == k)
+            .ok_or_else(|| format!("backup {k} not found")),
+    }
+}
+
+/// Storage errors carry the stage of their first user (listing says
+/// `retention`); restore and verify report them as their own.
+pub fn restage(mut e: JobError, stage: Stage) -> JobError {
+    e.stage = stage;
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "db/backup_2026-01-25_03-00-00.dump.zst";
+    const B: &str = "db/backup_2026-01-26_03-00-00.sql.gz";
+    const C: &str = "db/backup_2025-12-31_23-59-59.dump";
+
+    fn objects() -> Vec<(String, u64)> {
+        [
+            (A, 10),
+            ("db/backup_latest.sql.gz", 1),
+            (B, 20),
+            ("db/backup_2026-01-26_03-00-00.sql.gz.manifest.json", 2),
+            ("db/backup_2026-01-26_03-00-00.sql.gz.sha256", 3),
+            (C, 30),
+            ("db/notes.txt", 4),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), s))
+        .collect()
+    }
+
+    #[test]
+    fn only_our_names_newest_first() {
+        let got: Vec<String> = select("db/backup_", objects())
+            .into_iter()
+            .map(|b| b.key)
+            .collect();
+        assert_eq!(got, vec![B, A, C]);
+        let b = &select("db/backup_", objects())[0];
+        assert_eq!(
+            (b.format, b.compression, b.size),
+            (Format::Plain, "gzip", 20)
+        );
+    }
+
+    #[test]
+    fn latest_is_the_newest_and_names_resolve() {
+        let all = select("db/backup_", objects());
+        assert_eq!(pick(all.clone(), &Wanted::Latest).unwrap().key, B);
+        assert_eq!(pick(all.clone(), &Wanted::Key(C.into())).unwrap().key, C);
+        assert!(pick(
+            all,
+            &Wanted::Key("db/backup_2020-01-01_00-00-00.dump".into())
+        )
+        .is_err());
+        assert!(pick(Vec::new(), &Wanted::Latest).is_err());
+    }
+
+    #[test]
+    fn names_are_checked_before_any_io() {
+        assert_eq!(wanted("db/backup_", "latest").unwrap(), Wanted::Latest);
+        assert_eq!(wanted("db/backup_", A).unwrap(), Wanted::Key(A.into()));
+        // The prefix may be left out.
+        assert_eq!(
+            wanted("db/backup_", "2026-01-25_03-00-00.dump.zst").unwrap(),
+            Wanted::Key(A.into())
+        );
+        for bad in [
+            "",
+            "newest",
+            "db/backup_latest.sql.gz",
+            "db/notes.txt",
+            "../x",
+        ] {
+            let e = wanted("db/backup_", bad).unwrap_err();
+            assert_eq!(e.var, "NAME", "{bad}");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! `pgbackup list [--json]`: the backups in storage, newest first.
+
+use crate::catalog;
+use crate::error::Stage;
+use crate::storage::Storage;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print a JSON array of {name, time, size, format, compression}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let (cfg, _) = super::load_storage_config()?;
+    let storage = Storage::from_config(&cfg).await?;
+    let backups = catalog::list(&storage, &cfg.prefix, Stage::Verify)
+        .await
+        .map_err(|e| anyhow::anyhow!("list failed: {}", e.message))?;
+    if a.json {
+        let items: Vec<serde_json::Value> = backups
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "name": b.key,
+                    "time": b.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "size": b.size,
+                    "format": b.format.as_str(),
+                    "compression": b.compression,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+    if backups.is_empty() {
+        eprintln!(
+            "no backups under {:?} in {}",
+            cfg.prefix,
+            storage.describe()
+        );
+        return Ok(());
+    }
+    let width = backups
+        .iter()
+        .map(|b| b.key.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<width$}  {:<19}  {:>10}  FORMAT",
+        "NAME", "TIME (UTC)", "SIZE"
+    );
+    for b in &backups {
+        println!(
+            "{:<width$}  {}  {:>10}  {} ({})",
+            b.key,
+            b.time.format("%Y-%m-%d %H:%M:%S"),
+            super::backup::human_bytes(b.size),
+            b.format.as_str(),
+            b.compression
+        );
+    }
+    Ok(())
+}

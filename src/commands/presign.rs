@@ -1,0 +1,34 @@
+//! `pgbackup presign <NAME|latest> [--expires 1h]`: a URL to fetch a backup
+//! with any HTTP client (local storage: the file's path).
+
+use crate::catalog;
+use crate::error::{ConfigError, Stage};
+use crate::presign;
+use crate::storage::Storage;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The backup, as `pgbackup list` prints it, or `latest`.
+    #[arg(value_name = "NAME|latest")]
+    pub name: String,
+    /// How long the URL works: e.g. 30m, 1h, 7d (at most 7d).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub expires: String,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let (cfg, _) = super::load_storage_config()?;
+    let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
+    let expires =
+        presign::parse_expiry(&a.expires).map_err(|m| ConfigError::new("--expires", m))?;
+    let storage = Storage::from_config(&cfg).await?;
+    let failed = |e: crate::error::JobError| anyhow::anyhow!("presign failed: {}", e.message);
+    let backup = catalog::resolve(&storage, &cfg.prefix, &wanted, Stage::Restore)
+        .await
+        .map_err(failed)?;
+    let url = presign::presign(&storage, &backup.key, expires)
+        .await
+        .map_err(failed)?;
+    println!("{url}");
+    Ok(())
+}

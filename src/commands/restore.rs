@@ -1,0 +1,113 @@
+//! `pgbackup restore <NAME|latest> --target-url URL [--clean] [--jobs N]`.
+
+use crate::catalog;
+use crate::config::{Database, Format};
+use crate::error::{ConfigError, Stage};
+use crate::restore::{self, RestoreOptions};
+use crate::storage::Storage;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The backup, as `pgbackup list` prints it, or `latest`.
+    #[arg(value_name = "NAME|latest")]
+    pub name: String,
+    /// postgres:// URL of the database to restore into; created when missing.
+    /// Leave the password out to take it from PGPASSWORD, off the command line.
+    #[arg(long, value_name = "URL")]
+    pub target_url: String,
+    /// Replace what the target holds (custom: pg_restore --clean --if-exists;
+    /// plain: its schemas are dropped first). Still one transaction.
+    #[arg(long)]
+    pub clean: bool,
+    /// Parallel pg_restore jobs (custom format): spools the dump to TMPDIR
+    /// and gives up the single transaction.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let (cfg, _) = super::load_storage_config()?;
+    let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
+    let target = target_database(&a.target_url, std::env::var("PGPASSWORD").ok())?;
+    let storage = Storage::from_config(&cfg).await?;
+    let backup = catalog::resolve(&storage, &cfg.prefix, &wanted, Stage::Restore).await?;
+    if a.jobs.unwrap_or(1) > 1 && backup.format != Format::Custom {
+        return Err(ConfigError::new(
+            "--jobs",
+            format!(
+                "{} is a plain SQL dump, which psql restores in one stream; --jobs needs a custom-format backup",
+                backup.key
+            ),
+        )
+        .into());
+    }
+    let opts = RestoreOptions {
+        clean: a.clean,
+        jobs: a.jobs,
+        ..Default::default()
+    };
+    let on_signal = opts.cancel.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let r = restore::restore(&cfg, &storage, &backup, &target, &opts).await?;
+    tracing::info!(
+        object = %r.key,
+        database = %r.database,
+        server = %r.server,
+        created = r.created,
+        duration_s = format!("{:.2}", r.duration.as_secs_f64()),
+        "restore succeeded"
+    );
+    println!(
+        "restored {} into {:?} at {}{}  {} read ({} restored) in {:.1}s  sha256 {}",
+        r.key,
+        r.database,
+        r.server,
+        if r.created { " (created)" } else { "" },
+        super::backup::human_bytes(r.streamed.stored_bytes),
+        super::backup::human_bytes(r.streamed.dump_bytes),
+        r.duration.as_secs_f64(),
+        if r.streamed.checksum_verified {
+            "verified"
+        } else {
+            "not stored: unverified"
+        }
+    );
+    Ok(())
+}
+
+/// Parses --target-url; a URL without a password takes PGPASSWORD's.
+fn target_database(raw: &str, pgpassword: Option<String>) -> Result<Database, ConfigError> {
+    let db = Database::parse("--target-url", raw)?;
+    match pgpassword.filter(|p| !p.is_empty()) {
+        Some(pw) if db.password().is_none() => {
+            let mut url = db.url_without_password().clone();
+            let _ = url.set_password(Some(&pw));
+            Database::parse("--target-url", url.as_str())
+        }
+        _ => Ok(db),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgpassword_fills_in_a_missing_password() {
+        let d = target_database("postgres://u@h/db", Some("p@ss:w/rd".into())).unwrap();
+        assert_eq!(d.password().unwrap().expose(), "p@ss:w/rd");
+        assert_eq!(d.url_without_password().as_str(), "postgres://u@h/db");
+        let d = target_database("postgres://u:own@h/db", Some("other".into())).unwrap();
+        assert_eq!(d.password().unwrap().expose(), "own");
+        assert!(target_database("postgres://u@h/db", None)
+            .unwrap()
+            .password()
+            .is_none());
+        let e = target_database("mysql://u:secret@h/db", None).unwrap_err();
+        assert_eq!(e.var, "--target-url");
+        assert!(!e.to_string().contains("secret"));
+    }
+}

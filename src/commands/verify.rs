@@ -1,0 +1,85 @@
+//! `pgbackup verify <NAME|latest> [--restore]`.
+
+use crate::catalog;
+use crate::error::{ConfigError, Stage};
+use crate::storage::Storage;
+use crate::verify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The backup, as `pgbackup list` prints it, or `latest`.
+    #[arg(value_name = "NAME|latest")]
+    pub name: String,
+    /// Also restore it into a scratch database and check what came back
+    /// (BACKUP_VERIFY_DATABASE_URL, or a temporary database on
+    /// BACKUP_DATABASE_URL's server, dropped afterwards).
+    #[arg(long)]
+    pub restore: bool,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let (cfg, has_db) = super::load_storage_config()?;
+    let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
+    if a.restore && !has_db && cfg.verify_database.is_none() {
+        return Err(ConfigError::new(
+            "BACKUP_DATABASE_URL",
+            "not set: verify --restore creates its scratch database on that server (or set BACKUP_VERIFY_DATABASE_URL)",
+        )
+        .into());
+    }
+    let storage = Storage::from_config(&cfg).await?;
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    if a.restore {
+        let r = verify::drill_until(&cfg, &storage, &a.name, &cancel).await?;
+        tracing::info!(
+            object = %r.key,
+            scratch = %r.scratch,
+            time_to_recover_s = format!("{:.2}", r.time_to_recover.as_secs_f64()),
+            "restore drill passed"
+        );
+        println!(
+            "drill ok: {} restored into {:?} at {} in {:.1}s (time to recover); {} tables present, {}, {}; scratch database removed; {:.1}s in all",
+            r.key,
+            r.scratch,
+            r.server,
+            r.time_to_recover.as_secs_f64(),
+            r.tables,
+            if r.manifest {
+                format!("{} with rows at backup time still have rows", r.tables_with_rows)
+            } else {
+                "rows not checked (no manifest)".to_string()
+            },
+            if r.verify_sql {
+                "BACKUP_VERIFY_SQL true"
+            } else {
+                "no BACKUP_VERIFY_SQL"
+            },
+            r.duration.as_secs_f64()
+        );
+        return Ok(());
+    }
+    let backup = catalog::resolve(&storage, &cfg.prefix, &wanted, Stage::Verify).await?;
+    let r = tokio::select! {
+        r = verify::verify(&cfg, &storage, &backup) => r?,
+        _ = cancel.cancelled() => return Err(crate::restore::stopped(Stage::Verify).into()),
+    };
+    println!(
+        "ok: {}  sha256 {} matches over {}; decompressed {}; {}  ({:.1}s)",
+        r.key,
+        r.streamed.sha256,
+        super::backup::human_bytes(r.streamed.stored_bytes),
+        super::backup::human_bytes(r.streamed.dump_bytes),
+        match r.tables {
+            Some(n) => format!("plain dump complete, {n} tables"),
+            None => "pg_restore read the archive to its end".to_string(),
+        },
+        r.duration.as_secs_f64()
+    );
+    Ok(())
+}
