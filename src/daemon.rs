@@ -26,6 +26,9 @@ use crate::storage::Storage;
 use crate::verify::{self, DrillReport};
 use crate::{naming, pg, retention, schedule};
 
+/// When a drill started, and how it ended.
+type DrillResult = (DateTime<Utc>, Result<DrillReport, crate::error::JobError>);
+
 /// Longest sleep between looks at the wall clock.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// How long an in-flight backup gets to stop cleanly at shutdown; `docker
@@ -83,9 +86,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let mut next_drill = drill_sched
         .as_ref()
         .and_then(|s| schedule::next_after(s, Utc::now()));
-    let mut drill: Option<
-        JoinHandle<(DateTime<Utc>, Result<DrillReport, crate::error::JobError>)>,
-    > = None;
+    let mut drill: Option<JoinHandle<DrillResult>> = None;
     tokio::pin!(shutdown);
 
     loop {
@@ -153,7 +154,7 @@ fn start_drill(
     cfg: &Arc<Config>,
     storage: &Arc<Storage>,
     stop: &CancellationToken,
-) -> JoinHandle<(DateTime<Utc>, Result<DrillReport, crate::error::JobError>)> {
+) -> JoinHandle<DrillResult> {
     let (cfg, storage, cancel) = (cfg.clone(), storage.clone(), stop.child_token());
     tokio::spawn(async move {
         let started = Utc::now();
