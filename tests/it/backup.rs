@@ -16,11 +16,7 @@ fn backup_to_garage(db: &str, extra: &[(&str, &str)]) -> (String, String, Run) {
     env.extend(vars(extra));
     let run = pgbackup(&["backup"], &env);
     assert_eq!(run.code, 0, "backup failed: {}", run.all());
-    let keys: Vec<String> = g
-        .keys(&bucket)
-        .into_iter()
-        .filter(|k| !k.ends_with(".manifest.json"))
-        .collect();
+    let keys = g.backup_keys(&bucket);
     assert_eq!(keys.len(), 1, "{keys:?}");
     (bucket, keys[0].clone(), run)
 }

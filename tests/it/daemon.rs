@@ -90,7 +90,7 @@ fn backs_up_on_startup_and_exports_the_contract_metrics() {
         text.contains("backup_build_info{version=\"") && text.contains("pg_dump_version=\"15."),
         "{text}"
     );
-    assert_eq!(garage().keys(&d.bucket).len(), 1);
+    assert_eq!(garage().backup_keys(&d.bucket).len(), 1);
     // Retention ran after the success and reported what storage holds.
     eventually(
         "retention to report storage",
@@ -376,7 +376,7 @@ fn postgres_stopped_mid_dump_then_the_next_scheduled_backup_succeeds() {
         Duration::from_secs(90),
         || metric(&metrics_of(&d), &series("backup_last_status", &db)) == Some(1.0),
     );
-    assert_eq!(g.keys(&bucket).len(), 1);
+    assert_eq!(g.backup_keys(&bucket).len(), 1);
     assert_eq!(http_get(&addr, "/health").0, 200);
     assert!(
         proc.wait_timeout(Duration::from_millis(10)).is_none(),
@@ -463,7 +463,7 @@ fn store_down_then_back_the_daemon_recovers_on_its_next_run() {
         || metric(&metrics_of(&d), &series("backup_last_status", &db)) == Some(1.0),
     );
     assert_eq!(http_get(&d.addr, "/health").0, 200);
-    assert!(!garage().keys(&d.bucket).is_empty());
+    assert!(!garage().backup_keys(&d.bucket).is_empty());
 }
 
 #[test]

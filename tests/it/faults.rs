@@ -258,7 +258,7 @@ fn proxied(db: &str, bucket: &str, proxy: &Proxy) -> Vec<(String, String)> {
 
 fn assert_one_good_backup(bucket: &str) {
     let g = garage();
-    let keys = g.keys(bucket);
+    let keys = g.backup_keys(bucket);
     assert_eq!(keys.len(), 1, "{keys:?}");
     let (body, meta) = g.get(bucket, &keys[0]);
     assert_eq!(meta["sha256"], sha256_hex(&body));

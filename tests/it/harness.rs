@@ -618,6 +618,22 @@ root_domain = ".s3.garage.localhost"
         })
     }
 
+    /// The backups in the bucket, without their `.manifest.json` companions;
+    /// asserts that every backup has its manifest.
+    pub fn backup_keys(&self, bucket: &str) -> Vec<String> {
+        let all = self.keys(bucket);
+        let backups: Vec<String> = all
+            .iter()
+            .filter(|k| !k.ends_with(".manifest.json"))
+            .cloned()
+            .collect();
+        for b in &backups {
+            let m = format!("{b}.manifest.json");
+            assert!(all.contains(&m), "{b} has no manifest: {all:?}");
+        }
+        backups
+    }
+
     /// Multipart uploads still open in the bucket.
     pub fn pending_uploads(&self, bucket: &str) -> usize {
         rt().block_on(async {
