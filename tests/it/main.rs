@@ -4,6 +4,7 @@
 mod harness;
 
 mod backup;
+mod bundle;
 mod daemon;
 mod faults;
 pub mod notify;
