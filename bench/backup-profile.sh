@@ -12,7 +12,9 @@
 #   3. pgbackup's CPU per thread (the compressor thread vs the async workers);
 #   4. single-core throughput of the codecs on the raw dump (zstd -1/-3,
 #      gzip -6, sha256), i.e. CPU seconds per GB of dump;
-#   5. with perf: one more pgbackup run sampled system-wide, CPU by command
+#   5. pgbackup's peak RSS with glibc's mmap threshold pinned or not, with
+#      and without compression (BENCH_PROFILE_MEMORY=0 skips it);
+#   6. with perf: one more pgbackup run sampled system-wide, CPU by command
 #      and pgbackup's hottest symbols.
 # Variants run interleaved BENCH_RUNS times (default 2). Results go to
 # bench/results/backup-profile.md (or BENCH_RESULTS).
@@ -204,6 +206,36 @@ CODECS=$(
 )
 rm -f "$BENCH_WORK/raw.zst" "$OUT/codec.out"
 
+# ---- memory: pgbackup's peak RSS and glibc malloc ---------------------------------
+#
+# Parts are 8 MiB buffers allocated and freed continuously from several
+# threads. glibc raises its mmap threshold dynamically (up to 32 MiB) once
+# such a block is freed, after which parts come from the heap arenas and freed
+# memory is not necessarily returned. Compare the peak RSS with the threshold
+# pinned (GLIBC_TUNABLES), with and without compression.
+MEMORY=""
+mem_run() {
+  local label=$1
+  shift
+  bench_measure "$OUT/mem.$label" -- env BACKUP_DATABASE_URL="$(pg_url "$DB")" BACKUP_FILE_PREFIX="mem/" \
+    AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" AWS_S3_REGION="$GARAGE_REGION" \
+    AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
+    AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$PGBACKUP_BIN" backup || bench_die "pgbackup ($label) failed"
+  s3_delete "$BUCKET" "$(s3_keys "$BUCKET" mem/)"
+  local m=$OUT/mem.$label/result
+  echo "| $label | $(awk -v k="$(bench_get "$m" proc.pgbackup.hwm_kb)" 'BEGIN { printf "%.1f MiB", k / 1024 }') | $(awk -v x="$(bench_get "$m" wall_s)" 'BEGIN { printf "%.1f", x }') |"
+}
+if [[ ${BENCH_PROFILE_MEMORY:-1} == 1 ]]; then
+  bench_log "memory: peak RSS with and without a pinned mmap threshold"
+  MEMORY=$(
+    pinned=GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576
+    mem_run "zstd 3 (default)"
+    mem_run "zstd 3, $pinned" "$pinned"
+    mem_run "no compression" BACKUP_COMPRESSION=none
+    mem_run "no compression, $pinned" BACKUP_COMPRESSION=none "$pinned"
+  )
+fi
+
 # ---- perf: one more pgbackup run, whole system -----------------------------------
 
 PERF=""
@@ -292,6 +324,14 @@ f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
   echo "|---|---|---|---|---|"
   echo "$CODECS"
   echo
+  if [[ -n $MEMORY ]]; then
+    echo "## pgbackup's peak RSS (VmHWM) and glibc's mmap threshold"
+    echo
+    echo "| run | peak RSS | wall s |"
+    echo "|---|---|---|"
+    echo "$MEMORY"
+    echo
+  fi
   if [[ -n $PERF ]]; then
     echo "## perf (one extra run of pgbackup, \`perf record -a -F 199\`)"
     echo
