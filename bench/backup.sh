@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# Backup benchmark: `pgbackup backup` against the dump alone and against the
+# file-based pipelines it replaces, on a generated database (>= 2 GB at the
+# default scale), all in one run on the same services.
+#
+#   (a) pg_dump -Fc -Z0 > /dev/null          the dump alone: the limit here
+#   (b) pgbackup backup (defaults: zstd 3)   streamed into Garage (S3)
+#   (c) pg_dump -Fc -Z9 -f FILE; then `aws s3 cp FILE` into Garage
+#   (d) pg_dump | gzip > FILE;   then `aws s3 cp FILE` into Garage
+#
+# Variants run interleaved (a b c d a b c d ...) BENCH_RUNS times, since the
+# machine may be shared and noisy; the report gives medians and ratios to (a).
+# Before the timed runs, one untimed `pg_dump -Fc` (default compression) gives
+# the reference size for the size target, and warms the page cache.
+#
+# Targets for (b): wall time <= 1.15 x (a); pgbackup's own peak RSS <= 64 MiB;
+# stored size <= 1.1 x `pg_dump -Fc`; zero bytes of temporary files.
+#
+# Environment:
+#   BENCH_RUNS=3            rounds
+#   BENCH_SCALE=full        full (~2.5 GB database) or small (smoke run)
+#   BENCH_PGBENCH_SCALE, BENCH_EVENT_ROWS   override the dataset size
+#   BENCH_VARIANTS="a b c d"   also: bN (pgbackup with zstd level N),
+#                           bnone (BACKUP_COMPRESSION=none), bgzip (gzip 6)
+#   BENCH_RESULTS           report path (default bench/results/backup.md,
+#                           or bench/results/backup.small.md for small)
+#   PGBACKUP_BIN            binary to test (default: cargo build --release)
+#   BENCH_TMPDIR=/var/tmp   where the work dir goes (needs ~3x the database)
+#   BENCH_GARAGE_COMPRESSION=none   Garage's compression_level (see lib.sh)
+#
+# Needs: postgresql-15, zstd, gzip, GNU time, python3, garage 2.5.0
+# (scripts/setup installs them), and the AWS CLI (installed into a venv with
+# pip when missing). Runs as root or as a user that can run postgres.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
+
+RUNS=${BENCH_RUNS:-3}
+SCALE=${BENCH_SCALE:-full}
+read -r -a VARIANTS <<<"${BENCH_VARIANTS:-a b c d}"
+if [[ $SCALE == full ]]; then
+  RESULTS=${BENCH_RESULTS:-$HERE/results/backup.md}
+else
+  RESULTS=${BENCH_RESULTS:-$HERE/results/backup.$SCALE.md}
+fi
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || bench_die "BENCH_RUNS must be a positive integer"
+for v in "${VARIANTS[@]}"; do
+  [[ $v =~ ^(a|b|c|d|bnone|bgzip|b([1-9]|1[0-9]))$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"
+done
+[[ ${VARIANTS[0]} == a ]] || bench_die "BENCH_VARIANTS must start with a (the baseline)"
+
+DB=bench
+BUCKET=pgbackup-bench
+PG_DUMP=$BENCH_PG_BIN/pg_dump
+
+bench_init backup
+pgbackup_build
+pg_start
+garage_start
+garage_bucket "$BUCKET"
+s3_setup
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+MACHINE=$(bench_machine_info)
+
+T0=$SECONDS
+dataset_generate "$DB"
+GEN_S=$((SECONDS - T0))
+DB_SIZE=$(dataset_size "$DB")
+bench_log "dataset ready in ${GEN_S}s: pg_database_size $(bench_fmt_bytes "$DB_SIZE")"
+export PGPASSWORD=$PG_PASSWORD
+URL=$(pg_url_nopw "$DB")
+RUNS_DIR=$BENCH_WORK/runs
+mkdir -p "$RUNS_DIR"
+
+# ---- reference: pg_dump -Fc with its default compression -------------------
+bench_log "reference: pg_dump -Fc (default compression), untimed in the comparison"
+bench_measure "$RUNS_DIR/ref" -- "$PG_DUMP" -Fc --no-password --dbname="$URL" -f "$BENCH_WORK/ref.dump" ||
+  { cat "$RUNS_DIR/ref/stderr" >&2; bench_die "reference pg_dump failed"; }
+REF_SIZE=$(stat -c %s "$BENCH_WORK/ref.dump")
+REF_WALL=$(bench_get "$RUNS_DIR/ref/result" wall_s)
+rm -f "$BENCH_WORK/ref.dump"
+bench_log "reference: $(bench_fmt_bytes "$REF_SIZE") in ${REF_WALL}s"
+
+# ---- the variants -------------------------------------------------------------
+
+# Each run_* writes $RUNS_DIR/<variant>.<round>/summary (key=value):
+#   wall_s, stored_bytes, temp_bytes, rss_kb (headline peak RSS), rss_what,
+#   time_rss_kb, client_cpu_s, pg_cpu_s, garage_cpu_s, sys_busy_s,
+#   sys_total_s, and per-variant extras (dump_s, upload_s, own_cpu_s, ...).
+
+# summarize DIR... : sums the CPU and wall of the measured phases.
+summarize_phases() {
+  local wall=0 ccpu=0 pg=0 g=0 busy=0 total=0 trss=0 d r
+  for d in "$@"; do
+    r=$d/result
+    wall=$(bench_calc "$wall + $(bench_get "$r" wall_s)")
+    ccpu=$(bench_calc "$ccpu + $(bench_get "$r" time_user_s) + $(bench_get "$r" time_sys_s)")
+    pg=$(bench_calc "$pg + $(bench_get "$r" pg_cpu_s)")
+    g=$(bench_calc "$g + $(bench_get "$r" garage_cpu_s)")
+    busy=$(bench_calc "$busy + $(bench_get "$r" sys_busy_s)")
+    total=$(bench_calc "$total + $(bench_get "$r" sys_total_s)")
+    local t
+    t=$(bench_get "$r" time_maxrss_kb)
+    ((t <= trss)) || trss=$t
+  done
+  echo "wall_s=$wall"
+  echo "client_cpu_s=$ccpu"
+  echo "pg_cpu_s=$pg"
+  echo "garage_cpu_s=$g"
+  echo "sys_busy_s=$busy"
+  echo "sys_total_s=$total"
+  echo "time_rss_kb=$trss"
+}
+
+# The largest process seen in the phases: "<kB> <name>".
+largest_process() {
+  local d
+  for d in "$@"; do cat "$d/result"; done | awk -F'[.=]' '/^proc\..*\.hwm_kb=/ { n = $0; sub(/^proc\./, "", n); sub(/\.hwm_kb=.*/, "", n)
+      if ($NF + 0 > best) { best = $NF + 0; name = n } } END { print best + 0, name }'
+}
+
+fail_run() {
+  local dir=$1 what=$2
+  bench_log "$what failed; its stderr:"
+  tail -20 "$dir/stderr" >&2 || true
+  bench_die "$what failed"
+}
+
+run_a() {
+  local dir=$RUNS_DIR/a.$1
+  bench_measure "$dir/m" -- sh -c 'exec "$@" >/dev/null' sh \
+    "$PG_DUMP" -Fc -Z0 --no-password --dbname="$URL" || fail_run "$dir/m" "(a) pg_dump"
+  {
+    summarize_phases "$dir/m"
+    echo "rss_kb=$(bench_get "$dir/m/result" proc.pg_dump.hwm_kb)"
+    echo "rss_what=pg_dump"
+    echo "stored_bytes=0"
+    echo "temp_bytes=$(($(bench_get "$dir/m/result" time_fs_out_blocks) * 512))"
+    echo "pgdump_cpu_s=$(bench_get "$dir/m/result" proc.pg_dump.cpu_s)"
+  } >"$dir/summary"
+}
+
+# run_pgbackup VARIANT ROUND [VAR=VALUE...]: pgbackup with a clean
+# environment, TMPDIR and HOME pointing at empty directories and an empty
+# working directory (mode 0555), all checked to be still empty afterwards;
+# pgbackup's and pg_dump's write_bytes (storage writes, /proc/<pid>/io and
+# getrusage) must be 0.
+run_pgbackup() {
+  local v=$1 r=$2
+  shift 2
+  local dir=$RUNS_DIR/$v.$r prefix="$v/r$r/"
+  local env_dir=$dir/env
+  mkdir -p "$env_dir/tmp" "$env_dir/home" "$env_dir/cwd"
+  chmod 0555 "$env_dir/cwd"
+  (
+    cd "$env_dir/cwd"
+    bench_measure "$dir/m" -- env -i PATH="$PATH" HOME="$env_dir/home" TMPDIR="$env_dir/tmp" \
+      BACKUP_LOG_FORMAT=json BACKUP_DATABASE_URL="$(pg_url "$DB")" BACKUP_FILE_PREFIX="$prefix" \
+      AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" AWS_S3_REGION="$GARAGE_REGION" \
+      AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
+      AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$PGBACKUP_BIN" backup
+  ) || fail_run "$dir/m" "($v) pgbackup backup"
+  local m=$dir/m/result key stored dump files wb_own wb_rusage
+  key=$(s3_keys "$BUCKET" "$prefix")
+  [[ $(wc -l <<<"$key") -eq 1 && -n $key ]] || bench_die "($v) expected one object under $prefix, found: $key"
+  stored=$(s3_size "$BUCKET" "$key")
+  dump=$(grep -o '"dump_bytes":[0-9]*' "$dir/m/stderr" | tail -1 | cut -d: -f2)
+  files=$(find "$env_dir/tmp" "$env_dir/home" "$env_dir/cwd" -mindepth 1 | wc -l)
+  wb_own=$(bench_get "$m" proc.pgbackup.write_bytes)
+  wb_rusage=$(($(bench_get "$m" time_fs_out_blocks) * 512))
+  {
+    summarize_phases "$dir/m"
+    echo "rss_kb=$(bench_get "$m" proc.pgbackup.hwm_kb)"
+    echo "rss_what=pgbackup"
+    echo "pgdump_rss_kb=$(bench_get "$m" proc.pg_dump.hwm_kb)"
+    echo "stored_bytes=$stored"
+    echo "dump_bytes=${dump:-0}"
+    echo "temp_files=$files"
+    echo "temp_bytes=$((wb_own > wb_rusage ? wb_own : wb_rusage))"
+    echo "own_cpu_s=$(bench_get "$m" proc.pgbackup.cpu_s)"
+    echo "pgdump_cpu_s=$(bench_get "$m" proc.pg_dump.cpu_s)"
+  } >"$dir/summary"
+  ((files == 0)) || bench_log "($v) WARNING: $files files appeared in TMPDIR/HOME/cwd"
+  if [[ $r == 1 ]]; then
+    # Untimed check of what was stored: the sha256 in the object's metadata
+    # matches its bytes, and the bytes decompress into a pg_restore archive.
+    local meta_sha got_sha dec=(cat)
+    case $key in
+      *.zst) dec=(zstd -dcq) ;;
+      *.gz) dec=(gzip -dc) ;;
+    esac
+    meta_sha=$(s3 s3api head-object --bucket "$BUCKET" --key "$key" --query Metadata.sha256 --output text)
+    s3 s3 cp --only-show-errors "s3://$BUCKET/$key" - |
+      tee -p >(sha256sum | cut -d' ' -f1 >"$dir/sha256") | "${dec[@]}" |
+      "$BENCH_PG_BIN/pg_restore" -l >"$dir/toc" 2>"$dir/toc.err" || true
+    got_sha=$(cat "$dir/sha256" 2>/dev/null || true)
+    # The process substitution may still be finishing.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do [[ -n $got_sha ]] && break; sleep 0.5; got_sha=$(cat "$dir/sha256"); done
+    [[ $meta_sha == "$got_sha" ]] || bench_die "($v) sha256 metadata $meta_sha != stored bytes $got_sha"
+    grep -q 'TABLE DATA public bench_events' "$dir/toc" ||
+      bench_die "($v) stored object is not a readable archive: $(head -3 "$dir/toc.err")"
+    bench_log "($v) verified: sha256 matches, archive readable ($(wc -l <"$dir/toc") TOC lines)"
+  fi
+  s3_delete "$BUCKET" "$key"
+}
+
+run_b() { run_pgbackup b "$1"; }
+run_bnone() { run_pgbackup bnone "$1" BACKUP_COMPRESSION=none; }
+run_bgzip() { run_pgbackup bgzip "$1" BACKUP_COMPRESSION=gzip; }
+
+# run_file VARIANT ROUND FILE DUMP-CMD...: dump into FILE, then upload it.
+run_file() {
+  local v=$1 r=$2 file=$3
+  shift 3
+  local dir=$RUNS_DIR/$v.$r key
+  key=$v/r$r/$(basename "$file")
+  bench_measure "$dir/dump" -- "$@" || fail_run "$dir/dump" "($v) dump"
+  local size
+  size=$(stat -c %s "$file")
+  bench_measure "$dir/upload" -- "$BENCH_S3" s3 cp --only-show-errors "$file" "s3://$BUCKET/$key" ||
+    fail_run "$dir/upload" "($v) upload"
+  local stored
+  stored=$(s3_size "$BUCKET" "$key")
+  [[ $stored == "$size" ]] || bench_die "($v) uploaded $stored bytes of $size"
+  if [[ $r == 1 ]]; then
+    case $file in
+      *.gz) gzip -t "$file" || bench_die "($v) gzip -t failed" ;;
+      *) "$BENCH_PG_BIN/pg_restore" -l "$file" >/dev/null || bench_die "($v) pg_restore -l failed" ;;
+    esac
+    bench_log "($v) verified: the file is readable, the upload has its size"
+  fi
+  local big
+  big=$(largest_process "$dir/dump" "$dir/upload")
+  {
+    summarize_phases "$dir/dump" "$dir/upload"
+    echo "rss_kb=${big%% *}"
+    echo "rss_what=${big#* }"
+    echo "stored_bytes=$stored"
+    echo "temp_bytes=$size"
+    echo "dump_s=$(bench_get "$dir/dump/result" wall_s)"
+    echo "upload_s=$(bench_get "$dir/upload/result" wall_s)"
+    echo "pgdump_cpu_s=$(bench_get "$dir/dump/result" proc.pg_dump.cpu_s)"
+  } >"$dir/summary"
+  rm -f "$file"
+  s3_delete "$BUCKET" "$key"
+}
+
+run_c() {
+  mkdir -p "$BENCH_WORK/files"
+  run_file c "$1" "$BENCH_WORK/files/bench.dump" \
+    "$PG_DUMP" -Fc -Z9 --no-password --dbname="$URL" -f "$BENCH_WORK/files/bench.dump"
+}
+
+run_d() {
+  mkdir -p "$BENCH_WORK/files"
+  run_file d "$1" "$BENCH_WORK/files/bench.sql.gz" \
+    bash -c 'set -o pipefail; "$1" --no-password --dbname="$2" | gzip >"$3"' sh \
+    "$PG_DUMP" "$URL" "$BENCH_WORK/files/bench.sql.gz"
+}
+
+run_variant() {
+  local v=$1 r=$2
+  case $v in
+    b[0-9]*) run_pgbackup "$v" "$r" BACKUP_COMPRESSION_LEVEL="${v#b}" ;;
+    *) "run_$v" "$r" ;;
+  esac
+  bench_log "round $r ($v): $(bench_get "$RUNS_DIR/$v.$r/summary" wall_s)s"
+}
+
+for ((r = 1; r <= RUNS; r++)); do
+  for v in "${VARIANTS[@]}"; do
+    run_variant "$v" "$r"
+  done
+done
+
+# ---- report ---------------------------------------------------------------------
+
+# vals V KEY: the values of KEY over the rounds of variant V.
+vals() {
+  local r
+  for ((r = 1; r <= RUNS; r++)); do bench_get "$RUNS_DIR/$1.$r/summary" "$2"; done
+}
+med() { bench_median $(vals "$1" "$2"); }
+maxv() { vals "$1" "$2" | awk 'NR == 1 || $1 + 0 > m { m = $1 + 0 } END { print m }'; }
+minv() { vals "$1" "$2" | awk 'NR == 1 || $1 + 0 < m { m = $1 + 0 } END { print m }'; }
+f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
+f2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+mib() { awk -v x="$1" 'BEGIN { printf "%.1f MiB", x / 1024 }'; }
+
+label() {
+  case $1 in
+    a) echo '(a) `pg_dump -Fc -Z0 > /dev/null`' ;;
+    b) echo '(b) `pgbackup backup` (zstd 3) → Garage' ;;
+    c) echo '(c) `pg_dump -Fc -Z9 -f file`; `aws s3 cp`' ;;
+    d) echo '(d) `pg_dump | gzip > file`; `aws s3 cp`' ;;
+    bnone) echo '`pgbackup backup`, `BACKUP_COMPRESSION=none`' ;;
+    bgzip) echo '`pgbackup backup`, `BACKUP_COMPRESSION=gzip` (6)' ;;
+    b*) echo "\`pgbackup backup\`, \`BACKUP_COMPRESSION_LEVEL=${1#b}\`" ;;
+  esac
+}
+
+A_WALL=$(med a wall_s)
+DUMP_BYTES=0
+for v in "${VARIANTS[@]}"; do
+  if [[ $v == b* ]]; then DUMP_BYTES=$(med "$v" dump_bytes); break; fi
+done
+PG_VERSION=$("$BENCH_PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) //')
+PGB_VERSION=$("$PGBACKUP_BIN" --version | awk '{print $2}')
+PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
+GARAGE_VERSION=$("$GARAGE_BIN" --version | awk '{sub(/^cargo:/, "", $2); print $2}')
+AWS_VERSION=$("$BENCH_AWS" --version 2>&1 | awk '{print $1}')
+
+report() {
+  local v wall ratio
+  echo "# Backup benchmark"
+  echo
+  echo "- date: $STARTED; $RUNS interleaved rounds (${VARIANTS[*]}), medians"
+  echo "$MACHINE" | sed 's/^/- /'
+  echo "- PostgreSQL $PG_VERSION; pgbackup $PGB_VERSION ($PGB_COMMIT, release build); Garage $GARAGE_VERSION (single node, same machine, compression off); $AWS_VERSION"
+  echo "- dataset (BENCH_SCALE=$SCALE): pgbench tables + bench_events (md5, jsonb, random bytea);" \
+    "pg_database_size $(bench_fmt_bytes "$DB_SIZE"); raw dump (\`pg_dump -Fc -Z0\`) $(bench_fmt_bytes "$DUMP_BYTES");" \
+    "\`pg_dump -Fc\` (default compression) $(bench_fmt_bytes "$REF_SIZE") in $(f1 "$REF_WALL") s; generated in ${GEN_S} s"
+  echo
+  echo "| variant | wall, median (min–max) | × (a) | stored | × \`pg_dump -Fc\` | peak RSS | bytes written to local disk |"
+  echo "|---|---|---|---|---|---|---|"
+  for v in "${VARIANTS[@]}"; do
+    wall=$(med "$v" wall_s)
+    ratio=$(bench_calc "$wall / $A_WALL")
+    local stored="— (discarded)" sratio="—" rss extra=""
+    if [[ $v != a ]]; then
+      stored=$(bench_fmt_bytes "$(med "$v" stored_bytes)")
+      sratio=$(f2 "$(bench_calc "$(med "$v" stored_bytes) / $REF_SIZE")")
+    fi
+    rss="$(mib "$(maxv "$v" rss_kb)") ($(bench_get "$RUNS_DIR/$v.1/summary" rss_what))"
+    [[ $v != b* ]] || rss+="; with pg_dump: $(mib "$(maxv "$v" time_rss_kb)")"
+    [[ $v != [cd] ]] || extra=" (dump $(f1 "$(med "$v" dump_s)") s + upload $(f1 "$(med "$v" upload_s)") s)"
+    echo "| $(label "$v") | $(f1 "$wall") s ($(f1 "$(minv "$v" wall_s)")–$(f1 "$(maxv "$v" wall_s)"))$extra | $(f2 "$ratio") | $stored | $sratio | $rss | $(bench_fmt_bytes "$(maxv "$v" temp_bytes)") |"
+  done
+  echo
+  echo "CPU seconds per run (medians). *client* is the command and its children (for (b): pgbackup + pg_dump);" \
+    "*postgres* is the whole cluster, mostly the backend serving the dump; *machine* is every process on the" \
+    "machine including other users' work, as a share of all $(nproc) cores over the run's wall time."
+  echo
+  echo "| variant | client | of which pg_dump | of which pgbackup | postgres | Garage | sum / wall (cores) | machine busy | other load (cores) |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for v in "${VARIANTS[@]}"; do
+    local cl pg ga pd busy total sum other
+    cl=$(med "$v" client_cpu_s) pg=$(med "$v" pg_cpu_s) ga=$(med "$v" garage_cpu_s) pd=$(med "$v" pgdump_cpu_s)
+    wall=$(med "$v" wall_s)
+    sum=$(bench_calc "($cl + $pg + $ga) / $wall")
+    busy=$(med "$v" sys_busy_s) total=$(med "$v" sys_total_s)
+    other=$(bench_calc "($busy - $cl - $pg - $ga) / ($total / $(nproc))")
+    local own="—"
+    [[ $v != b* ]] || own=$(f1 "$(med "$v" own_cpu_s)")
+    echo "| $(label "$v") | $(f1 "$cl") | $(f1 "$pd") | $own | $(f1 "$pg") | $(f1 "$ga") | $(f2 "$sum") | $(awk -v b="$busy" -v t="$total" 'BEGIN { printf "%.0f%%", 100 * b / t }') | $(f2 "$other") |"
+  done
+  echo
+  echo "Targets for (b) \`pgbackup backup\`:"
+  echo
+  local bw brss bstored bfiles btemp
+  bw=$(bench_calc "$(med b wall_s) / $A_WALL")
+  brss=$(maxv b rss_kb)
+  bstored=$(bench_calc "$(med b stored_bytes) / $REF_SIZE")
+  bfiles=$(maxv b temp_files)
+  btemp=$(maxv b temp_bytes)
+  pf() { if awk -v x="$1" -v l="$2" 'BEGIN { exit !(x <= l) }'; then echo PASS; else echo MISS; fi; }
+  echo "| target | measured | |"
+  echo "|---|---|---|"
+  echo "| wall time ≤ 1.15 × (a) | $(f2 "$bw") × (median $(f1 "$(med b wall_s)") s vs $(f1 "$A_WALL") s) | $(pf "$bw" 1.15) |"
+  echo "| peak RSS of pgbackup ≤ 64 MiB | $(mib "$brss") (max over rounds, VmHWM of the pgbackup process) | $(pf "$brss" 65536) |"
+  echo "| stored ≤ 1.1 × \`pg_dump -Fc\` | $(f2 "$bstored") × ($(bench_fmt_bytes "$(med b stored_bytes)") vs $(bench_fmt_bytes "$REF_SIZE")) | $(pf "$bstored" 1.1) |"
+  echo "| zero bytes of temporary files | $btemp bytes written by pgbackup + pg_dump; $bfiles files in TMPDIR/HOME/cwd | $(pf "$((btemp + bfiles))" 0) |"
+  echo
+  echo "All rounds:"
+  echo
+  echo "| round | variant | wall s | stored | peak RSS | client CPU s | postgres CPU s | Garage CPU s | machine busy |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for ((r = 1; r <= RUNS; r++)); do
+    for v in "${VARIANTS[@]}"; do
+      local s=$RUNS_DIR/$v.$r/summary
+      echo "| $r | $v | $(f1 "$(bench_get "$s" wall_s)") | $(bench_fmt_bytes "$(bench_get "$s" stored_bytes)") | $(mib "$(bench_get "$s" rss_kb)") | $(f1 "$(bench_get "$s" client_cpu_s)") | $(f1 "$(bench_get "$s" pg_cpu_s)") | $(f1 "$(bench_get "$s" garage_cpu_s)") | $(awk -v b="$(bench_get "$s" sys_busy_s)" -v t="$(bench_get "$s" sys_total_s)" 'BEGIN { printf "%.0f%%", 100 * b / t }') |"
+    done
+  done
+  echo
+  echo "How it is measured: wall time of the whole command (for (c), (d): dump + upload). Peak RSS: VmHWM from" \
+    "/proc/<pid>/status sampled every 0.1 s (for (b) the pgbackup process alone; /usr/bin/time's figure is" \
+    "the max over pgbackup *and* pg_dump, per getrusage). Local disk writes: /proc/<pid>/io write_bytes and" \
+    "getrusage's block output of the command and its children; for (b) TMPDIR, HOME and the working directory" \
+    "are empty directories, checked to be still empty. Uploads in (c), (d) use the AWS CLI's defaults" \
+    "(8 MiB parts, 10 in flight). Round 1 of each variant is verified untimed (sha256 metadata, pg_restore -l)."
+  echo "Run: \`bench/backup.sh\` (BENCH_RUNS=$RUNS BENCH_SCALE=$SCALE)."
+}
+
+mkdir -p "$(dirname "$RESULTS")"
+report >"$RESULTS"
+echo
+cat "$RESULTS"
+bench_log "written to $RESULTS"
