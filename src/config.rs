@@ -202,9 +202,11 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// zstd level 3 on one core keeps up with pg_dump and stores about what
-    /// pg_dump's own gzip does (see README, Performance).
-    pub const DEFAULT: Compression = Compression::Zstd { level: 3 };
+    /// The fastest setting that meets the size goal (at most 1.1x what
+    /// `pg_dump -Fc` stores): on the benchmark dump zstd 1 costs 7.2 CPU s
+    /// per 2 GB against 9.1 s for zstd 3, and stores 0.87x of `pg_dump -Fc`
+    /// (bench/results/backup-levels.md). On two cores the backup is CPU-bound.
+    pub const DEFAULT: Compression = Compression::Zstd { level: 1 };
 
     pub fn ext(self) -> &'static str {
         match self {
