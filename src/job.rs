@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +97,7 @@ async fn backup(
         libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
     }
     // Drain stderr concurrently: a full stderr pipe would block pg_dump.
-    let stderr_task = tokio::spawn(drain_tail(stderr));
+    let stderr_task = tokio::spawn(pg::drain_tail(stderr));
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let reader = SyncIoBridge::new(stdout);
@@ -269,25 +268,6 @@ fn check_dump(
         ));
     }
     Ok(counts)
-}
-
-/// Keeps the last 16 KiB of a stream (pg_dump's stderr).
-async fn drain_tail(mut r: impl tokio::io::AsyncRead + Unpin) -> String {
-    const KEEP: usize = 16 * 1024;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > 2 * KEEP {
-                    buf.drain(..buf.len() - KEEP);
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[derive(Debug, Clone)]

@@ -149,7 +149,7 @@ impl Event {
         format!(
             "{} ({})",
             self.object.as_deref().unwrap_or("?"),
-            human_bytes(self.stored_bytes.unwrap_or(0))
+            crate::pg::human_bytes(self.stored_bytes.unwrap_or(0))
         )
     }
 
@@ -200,8 +200,8 @@ impl Event {
                 "Size",
                 &format!(
                     "{} stored, {} dumped",
-                    human_bytes(self.stored_bytes.unwrap_or(0)),
-                    human_bytes(self.dump_bytes.unwrap_or(0))
+                    crate::pg::human_bytes(self.stored_bytes.unwrap_or(0)),
+                    crate::pg::human_bytes(self.dump_bytes.unwrap_or(0))
                 ),
             ));
         }
@@ -626,21 +626,6 @@ fn truncate(s: &str, max_chars: usize) -> String {
     match s.char_indices().nth(max_chars) {
         None => s.to_string(),
         Some((i, _)) => format!("{}…", &s[..i]),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

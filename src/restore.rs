@@ -26,7 +26,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdin};
 use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
@@ -558,7 +557,7 @@ async fn run_parallel(
         });
     }
     let mut child = cmd.spawn().map_err(|e| spawn_err(tools, tool, stage, e))?;
-    let err = tokio::spawn(drain_tail(child.stderr.take().expect("piped")));
+    let err = tokio::spawn(crate::pg::drain_tail(child.stderr.take().expect("piped")));
     let status = child.wait().await;
     let tail = err.await.unwrap_or_default();
     drop(file);
@@ -635,7 +634,7 @@ pub(crate) fn spawn(
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| spawn_err(tools, tool, stage, e))?;
     let stdin = child.stdin.take().expect("piped");
-    let err = tokio::spawn(drain_tail(child.stderr.take().expect("piped")));
+    let err = tokio::spawn(crate::pg::drain_tail(child.stderr.take().expect("piped")));
     Ok((child, stdin, err))
 }
 
@@ -725,25 +724,6 @@ pub(crate) fn check_status(
 fn last_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     one_line(&lines[lines.len().saturating_sub(n)..].join("\n"))
-}
-
-/// Keeps the last 16 KiB of a stream (a tool's stderr).
-pub(crate) async fn drain_tail(mut r: impl tokio::io::AsyncRead + Unpin) -> String {
-    const KEEP: usize = 16 * 1024;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > 2 * KEEP {
-                    buf.drain(..buf.len() - KEEP);
-                }
-            }
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 pub(crate) fn quote_ident(s: &str) -> String {

@@ -491,7 +491,7 @@ async fn custom_toc(
         let _ = stdout.read_to_string(&mut s).await;
         s
     });
-    let err = tokio::spawn(restore::drain_tail(child.stderr.take().expect("piped")));
+    let err = tokio::spawn(crate::pg::drain_tail(child.stderr.take().expect("piped")));
     let sink = BufWriter::with_capacity(64 * 1024, SyncIoBridge::new(stdin));
     let opts = fetch::Options {
         stage,

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::job;
 use crate::notify::Notifications;
+use crate::pg::human_bytes;
 use crate::retention;
 use crate::storage::Storage;
 
@@ -58,19 +59,4 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // One-shot: the previous outcome is unknown and nothing is scheduled.
     notifications.after_attempt(&outcome, None, None).await;
     result
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

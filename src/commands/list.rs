@@ -56,7 +56,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "{:<width$}  {}  {:>10}  {} ({})",
             b.key,
             b.time.format("%Y-%m-%d %H:%M:%S"),
-            super::backup::human_bytes(b.size),
+            crate::pg::human_bytes(b.size),
             b.format.as_str(),
             b.compression
         );

@@ -3,9 +3,9 @@
 
 use chrono::Utc;
 
-use super::backup::human_bytes;
 use crate::config::Config;
 use crate::naming;
+use crate::pg::human_bytes;
 use crate::retention;
 use crate::storage::Storage;
 

@@ -66,8 +66,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         r.database,
         r.server,
         if r.created { " (created)" } else { "" },
-        super::backup::human_bytes(r.streamed.stored_bytes),
-        super::backup::human_bytes(r.streamed.dump_bytes),
+        crate::pg::human_bytes(r.streamed.stored_bytes),
+        crate::pg::human_bytes(r.streamed.dump_bytes),
         r.duration.as_secs_f64(),
         if r.streamed.checksum_verified {
             "verified"

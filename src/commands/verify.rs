@@ -73,8 +73,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         "ok: {}  sha256 {} matches over {}; decompressed {}; {}  ({:.1}s)",
         r.key,
         r.streamed.sha256,
-        super::backup::human_bytes(r.streamed.stored_bytes),
-        super::backup::human_bytes(r.streamed.dump_bytes),
+        crate::pg::human_bytes(r.streamed.stored_bytes),
+        crate::pg::human_bytes(r.streamed.dump_bytes),
         match r.tables {
             Some(n) => format!("plain dump complete, {n} tables"),
             None => "pg_restore read the archive to its end".to_string(),
