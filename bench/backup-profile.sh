@@ -256,7 +256,10 @@ if command -v perf >/dev/null 2>&1; then
   kill -TERM "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" || true
   if [[ -s $OUT/perf.data ]]; then
-    preport() { perf report -i "$OUT/perf.data" --stdio --no-children "$@" 2>/dev/null | grep -v -e '^#' -e '^$' | sed -n 1,16p; }
+    preport() {
+      perf report -i "$OUT/perf.data" --stdio --no-children "$@" 2>/dev/null | grep -v -e '^#' -e '^$' |
+        sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' -e 's/[[:space:]]*$//' | sed -n 1,16p
+    }
     PERF=$(
       echo "CPU samples by command over the run, whole machine (other users' work included):"
       echo
