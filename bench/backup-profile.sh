@@ -197,7 +197,10 @@ codec() {
 bench_log "codecs"
 CODECS=$(
   codec '`zstd -1 -T1`' zstd -q -1 -T1 -c
+  codec '`zstd -2 -T1`' zstd -q -2 -T1 -c
   codec '`zstd -3 -T1`' zstd -q -3 -T1 -c
+  codec '`zstd --fast=1 -T1`' zstd -q --fast=1 -T1 -c
+  codec '`zstd --fast=4 -T1`' zstd -q --fast=4 -T1 -c
   codec '`gzip -6` (what `pg_dump -Fc` does by default)' gzip -6 -c
   zstd -q -3 -T1 -c <"$BENCH_WORK/raw.dump" >"$BENCH_WORK/raw.zst"
   /usr/bin/time -f '%U %S %e' -o "$OUT/sha.time" sha256sum "$BENCH_WORK/raw.zst" >/dev/null
@@ -253,7 +256,10 @@ if command -v perf >/dev/null 2>&1; then
   kill -TERM "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" || true
   if [[ -s $OUT/perf.data ]]; then
-    preport() { perf report -i "$OUT/perf.data" --stdio --no-children "$@" 2>/dev/null | grep -v -e '^#' -e '^$' | sed -n 1,16p; }
+    preport() {
+      perf report -i "$OUT/perf.data" --stdio --no-children "$@" 2>/dev/null | grep -v -e '^#' -e '^$' |
+        sed -e 's/[[:space:]]*-[[:space:]]*-[[:space:]]*$//' -e 's/[[:space:]]*$//' | sed -n 1,16p
+    }
     PERF=$(
       echo "CPU samples by command over the run, whole machine (other users' work included):"
       echo

@@ -154,14 +154,12 @@ run_pgbackup() {
   local env_dir=$dir/env
   mkdir -p "$env_dir/tmp" "$env_dir/home" "$env_dir/cwd"
   chmod 0555 "$env_dir/cwd"
-  (
-    cd "$env_dir/cwd"
-    bench_measure "$dir/m" -- env -i PATH="$PATH" HOME="$env_dir/home" TMPDIR="$env_dir/tmp" \
-      BACKUP_LOG_FORMAT=json BACKUP_DATABASE_URL="$(pg_url "$DB")" BACKUP_FILE_PREFIX="$prefix" \
-      AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" AWS_S3_REGION="$GARAGE_REGION" \
-      AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
-      AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$PGBACKUP_BIN" backup
-  ) || fail_run "$dir/m" "($v) pgbackup backup"
+  BENCH_CWD=$env_dir/cwd bench_measure "$dir/m" -- env -i PATH="$PATH" HOME="$env_dir/home" \
+    TMPDIR="$env_dir/tmp" BACKUP_LOG_FORMAT=json BACKUP_DATABASE_URL="$(pg_url "$DB")" \
+    BACKUP_FILE_PREFIX="$prefix" AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" \
+    AWS_S3_REGION="$GARAGE_REGION" AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
+    AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$PGBACKUP_BIN" backup ||
+    fail_run "$dir/m" "($v) pgbackup backup"
   local m=$dir/m/result key stored dump files wb_own wb_rusage
   key=$(s3_keys "$BUCKET" "$prefix")
   [[ $(wc -l <<<"$key") -eq 1 && -n $key ]] || bench_die "($v) expected one object under $prefix, found: $key"

@@ -16,9 +16,11 @@
 # Everything lives under one directory, $BENCH_WORK (in $BENCH_TMPDIR, default
 # /var/tmp: a real disk, not a tmpfs). The services are started with a
 # parent-death signal, so they stop even if the bench script is killed with
-# SIGKILL; on any other ending the EXIT trap stops them cleanly and removes
-# $BENCH_WORK (kept with BENCH_KEEP_WORK=1, for debugging; the next run
-# sweeps it). Directories of killed runs are swept at the next start.
+# SIGKILL (a measured command in flight then fails or finishes on its own).
+# On any other ending (including Ctrl-C and SIGTERM) the EXIT trap stops the
+# command in flight and the services, and removes $BENCH_WORK (kept with
+# BENCH_KEEP_WORK=1 for debugging). Directories of runs that were killed are
+# swept at the next start.
 #
 # Running as root is fine: initdb and postgres run as the `postgres` user.
 #
@@ -45,7 +47,21 @@ bench_on_exit() { _BENCH_CLEANUPS+=("$*"); }
 
 _bench_cleanup() {
   local rc=$? i
-  trap - EXIT INT TERM HUP
+  trap - EXIT INT TERM HUP ERR
+  # A measured command still running (the script was interrupted): stop it
+  # and its descendants first.
+  if [[ -n ${_BENCH_MEASURED:-} ]] && kill -0 "$_BENCH_MEASURED" 2>/dev/null; then
+    _bench_tree "$_BENCH_MEASURED"
+    local -a tree=("$_BENCH_MEASURED" "${_BENCH_TREE[@]}")
+    kill -TERM "${tree[@]}" 2>/dev/null || true
+    # Give them 10 s to finish (pgbackup aborts its upload), then SIGKILL.
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "${tree[@]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "${tree[@]}" 2>/dev/null || true
+    wait "$_BENCH_MEASURED" 2>/dev/null || true
+  fi
   for ((i = ${#_BENCH_CLEANUPS[@]} - 1; i >= 0; i--)); do
     eval "${_BENCH_CLEANUPS[i]}" || true
   done
@@ -66,8 +82,8 @@ bench_init() {
   set -E
   trap '[[ -n ${_BENCH_ERR:-} ]] || { _BENCH_ERR=1; bench_log "failed (status $?) at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"; }' ERR
   # An interrupt ends the script; the EXIT trap then cleans up.
-  trap 'bench_log "interrupted"; exit 130' INT
-  trap 'bench_log "terminated"; exit 143' TERM HUP
+  trap '_BENCH_ERR=1; bench_log "interrupted"; exit 130' INT
+  trap '_BENCH_ERR=1; bench_log "terminated"; exit 143' TERM HUP
   if [[ -n ${BENCH_KEEP_WORK:-} ]]; then
     bench_on_exit "bench_log 'kept $BENCH_WORK (BENCH_KEEP_WORK)'"
   else
@@ -272,7 +288,7 @@ s3_region = "$GARAGE_REGION"
 api_bind_addr = "127.0.0.1:$s3"
 root_domain = ".s3.garage.localhost"
 EOF
-  RUST_LOG=warn setpriv --pdeathsig TERM -- "$GARAGE_BIN" -c "$GARAGE_CONFIG" server \
+  RUST_LOG=warn setpriv --pdeathsig INT -- "$GARAGE_BIN" -c "$GARAGE_CONFIG" server \
     </dev/null >/dev/null 2>"$GARAGE_DIR/garage.log" &
   GARAGE_PID=$!
   bench_on_exit "garage_stop"
@@ -295,9 +311,11 @@ EOF
   bench_log "Garage $("$GARAGE_BIN" --version 2>/dev/null | awk '{sub(/^cargo:/, "", $2); print $2}') S3 on $GARAGE_ENDPOINT (pid $GARAGE_PID)"
 }
 
+# garage_stop: SIGINT (a clean shutdown; SIGTERM makes it abort), then
+# SIGKILL after 10 s. Idempotent.
 garage_stop() {
   [[ -n ${GARAGE_PID:-} ]] || return 0
-  kill -TERM "$GARAGE_PID" 2>/dev/null || true
+  kill -INT "$GARAGE_PID" 2>/dev/null || true
   local i
   for ((i = 0; i < 100; i++)); do
     kill -0 "$GARAGE_PID" 2>/dev/null || break
@@ -531,7 +549,8 @@ _bench_nap() {
 }
 
 # bench_measure DIR [--] CMD...: runs CMD under /usr/bin/time -v (stdout and
-# stderr piped into DIR/stdout, DIR/stderr) and samples its process tree every
+# stderr piped into DIR/stdout, DIR/stderr; in directory $BENCH_CWD if set;
+# DIR must be absolute then) and samples its process tree every
 # BENCH_SAMPLE_INTERVAL seconds (default 0.1). Writes DIR/result, one
 # key=value per line:
 #   rc, wall_s                       exit status, wall time
@@ -571,8 +590,13 @@ bench_measure() {
   out_pid=$!
   exec {err_fd}> >(exec cat >"$dir/stderr")
   err_pid=$!
-  /usr/bin/time -v -o "$dir/time.txt" "$@" >&"$out_fd" 2>&"$err_fd" &
+  if [[ -n ${BENCH_CWD:-} ]]; then
+    (cd "$BENCH_CWD" && exec /usr/bin/time -v -o "$dir/time.txt" "$@") >&"$out_fd" 2>&"$err_fd" &
+  else
+    /usr/bin/time -v -o "$dir/time.txt" "$@" >&"$out_fd" 2>&"$err_fd" &
+  fi
   tpid=$!
+  _BENCH_MEASURED=$tpid
   exec {out_fd}>&- {err_fd}>&-
   local -A name hwm wb cpu
   local stat p key val
@@ -603,6 +627,7 @@ bench_measure() {
   done
   wait "$tpid" || rc=$?
   t1=$EPOCHREALTIME
+  _BENCH_MEASURED=
   wait "$out_pid" "$err_pid" 2>/dev/null || true
   s1=$(_bench_sys_ticks)
   [[ -z ${GARAGE_PID:-} ]] || g1=$(garage_cpu_ticks)
