@@ -172,7 +172,7 @@ run_b() {
     AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
     AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$PGBACKUP_BIN" backup
   local key
-  key=$(s3_keys "$BUCKET" "b$1/")
+  key=$(s3_keys "$BUCKET" "b$1/" | grep -v '\.manifest\.json$' || true)
   s3_delete "$BUCKET" "$key"
 }
 

@@ -161,8 +161,9 @@ run_pgbackup() {
     AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$PGBACKUP_BIN" backup ||
     fail_run "$dir/m" "($v) pgbackup backup"
   local m=$dir/m/result key stored dump files wb_own wb_rusage
-  key=$(s3_keys "$BUCKET" "$prefix")
-  [[ $(wc -l <<<"$key") -eq 1 && -n $key ]] || bench_die "($v) expected one object under $prefix, found: $key"
+  # The backup and its restore-drill manifest (<name>.manifest.json).
+  key=$(s3_keys "$BUCKET" "$prefix" | grep -v '\.manifest\.json$' || true)
+  [[ $(wc -l <<<"$key") -eq 1 && -n $key ]] || bench_die "($v) expected one backup under $prefix, found: $key"
   stored=$(s3_size "$BUCKET" "$key")
   dump=$(grep -o '"dump_bytes":[0-9]*' "$dir/m/stderr" | tail -1 | cut -d: -f2)
   files=$(find "$env_dir/tmp" "$env_dir/home" "$env_dir/cwd" -mindepth 1 | wc -l)
