@@ -82,6 +82,10 @@ W1=$EPOCHREALTIME
 IDLE_RSS=$(proc_status_kb "$PGB_PID" VmRSS)
 IDLE_HWM=$(proc_status_kb "$PGB_PID" VmHWM)
 IDLE_THREADS=$(proc_status_kb "$PGB_PID" Threads)
+# What the resident pages are: anonymous (heap, stacks) or file-backed
+# (mostly the binary's own code and read-only data, shared and evictable).
+IDLE_ANON=$(proc_status_kb "$PGB_PID" RssAnon)
+IDLE_FILE=$(proc_status_kb "$PGB_PID" RssFile)
 IDLE_CPU=$(bench_calc "($C1 - $C0) / $BENCH_CLK_TCK")
 IDLE_WALL=$(bench_calc "${W1/,/.} - ${W0/,/.}")
 METRICS_BYTES=$(pgbackup_metrics | wc -c)
@@ -154,7 +158,7 @@ pf() { if awk "BEGIN { exit !($1) }"; then echo PASS; else echo MISS; fi; }
 PGB_VERSION=$("$PGBACKUP_BIN" --version | awk '{print $2}')
 PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
-WRK_VERSION=$(wrk -v 2>&1 | head -1 | awk '{print $2}')
+WRK_VERSION=$( (wrk -v 2>&1 || true) | awk 'NR == 1 { print $2 }')
 
 report() {
   local v label
@@ -170,6 +174,7 @@ report() {
   echo "| target | measured | |"
   echo "|---|---|---|"
   echo "| idle RSS < 20 MiB | $(mibk "$IDLE_RSS") VmRSS after $IDLE_S s idle (peak so far, VmHWM: $(mibk "$IDLE_HWM"); $IDLE_THREADS threads) | $(pf "$IDLE_RSS < 20480") |"
+  echo "| (of which) | anonymous (RssAnon) $(mibk "$IDLE_ANON"), file-backed (RssFile: the $(bench_fmt_bytes "$(stat -c %s "$PGBACKUP_BIN")") binary's pages and libraries) $(mibk "$IDLE_FILE") | |"
   echo "| idle CPU near 0 | $IDLE_CPU CPU s over $(printf '%.1f' "$IDLE_WALL") s ($(bench_calc "100 * $IDLE_CPU / $IDLE_WALL") % of one core) | $(pf "$IDLE_CPU <= 0.05") |"
   echo "| /metrics ≥ 5,000 req/s, idle | $(printf '%.0f' "$(med idle rps)") req/s | $(pf "$(med idle rps) >= 5000") |"
   echo "| /metrics p99 < 10 ms, idle | $(med idle p99_ms) ms | $(pf "$(med idle p99_ms) < 10") |"
