@@ -548,6 +548,8 @@ _bench_nap() {
 #       tree by command name (max over processes of that name), as last
 #       sampled from /proc/<pid>/status: the process's *own* peak
 #   proc.<name>.cpu_s                its CPU (utime+stime, last sample)
+#   proc.<name>.start_s              when the first process of that name was
+#       first seen, in seconds from the start (to within the interval)
 #   proc.<name>.write_bytes          /proc/<pid>/io write_bytes: bytes it
 #       caused to be written to storage (max over processes of that name);
 #       like getrusage, this includes the children it has reaped
@@ -574,7 +576,7 @@ bench_measure() {
   /usr/bin/time -v -o "$dir/time.txt" "$@" >&"$out_fd" 2>&"$err_fd" &
   tpid=$!
   exec {out_fd}>&- {err_fd}>&-
-  local -A name hwm wb cpu
+  local -A name hwm wb cpu seen
   local stat p key val
   local -a f
   while :; do
@@ -583,6 +585,7 @@ bench_measure() {
     [[ ${stat:0:1} != Z ]] || break
     _bench_tree "$tpid"
     for p in "${_BENCH_TREE[@]}"; do
+      [[ -n ${seen[$p]:-} ]] || seen[$p]=$EPOCHREALTIME
       while read -r key val _; do
         case $key in
           Name:) name[$p]=$val ;;
@@ -621,9 +624,11 @@ bench_measure() {
     echo "garage_cpu_s=$(bench_calc "($g1 - $g0) / $BENCH_CLK_TCK")"
     echo "sys_busy_s=$(bench_calc "(${s1% *} - ${s0% *}) / $BENCH_CLK_TCK")"
     echo "sys_total_s=$(bench_calc "(${s1#* } - ${s0#* }) / $BENCH_CLK_TCK")"
-    local -A n_hwm n_wb n_cpu
+    local -A n_hwm n_wb n_cpu n_start
     for p in "${!name[@]}"; do
       key=${name[$p]// /_}
+      val=$(bench_calc "${seen[$p]/,/.} - ${t0/,/.}")
+      [[ -n ${n_start[$key]:-} ]] && awk -v a="$val" -v b="${n_start[$key]}" 'BEGIN { exit !(a >= b) }' || n_start[$key]=$val
       ((${hwm[$p]:-0} <= ${n_hwm[$key]:-0})) || n_hwm[$key]=${hwm[$p]}
       ((${wb[$p]:-0} <= ${n_wb[$key]:--1})) || n_wb[$key]=${wb[$p]:-0}
       n_cpu[$key]=$((${n_cpu[$key]:-0} + ${cpu[$p]:-0}))
@@ -632,6 +637,7 @@ bench_measure() {
       echo "proc.$key.hwm_kb=${n_hwm[$key]:-0}"
       echo "proc.$key.write_bytes=${n_wb[$key]}"
       echo "proc.$key.cpu_s=$(bench_calc "${n_cpu[$key]} / $BENCH_CLK_TCK")"
+      echo "proc.$key.start_s=${n_start[$key]:-0}"
     done
   } >"$dir/result"
   return "$rc"

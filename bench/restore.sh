@@ -9,9 +9,13 @@
 #   (z) CREATE DATABASE; pg_restore -j2 --exit-on-error FILE, from a local
 #       uncompressed `pg_dump -Fc -Z0` file prepared beforehand (not timed):
 #       the baseline, with nothing to download, check or decompress
+#   (w) the same file with pg_restore --single-transaction (serial): the
+#       restore mode of (x) without the download, checksum and decompression,
+#       to tell what (x) pays for its pipeline from what it pays for being
+#       serial
 #
 # Before the rounds, untimed: one `pgbackup backup` (defaults: zstd 3) and
-# the local dump file. The variants then run interleaved (x y z x y z ...)
+# the local dump file. The variants then run interleaved (x y z w x y z w ...)
 # BENCH_RUNS times, each into a fresh database that is checked (row counts of
 # every table against the source) and dropped before the next run. After the
 # rounds, BENCH_VERIFY_RUNS times: `pgbackup verify latest` (checksum,
@@ -24,6 +28,7 @@
 # Environment:
 #   BENCH_RUNS=3            rounds
 #   BENCH_VERIFY_RUNS=1     runs of verify and of verify --restore
+#   BENCH_VARIANTS="x y z w"   which variants (z is needed: the baseline)
 #   BENCH_SCALE=full        full (~2.5 GB database) or small (smoke run)
 #   BENCH_PGBENCH_SCALE, BENCH_EVENT_ROWS   override the dataset size
 #   BENCH_RESULTS           report path (default bench/results/restore.md,
@@ -47,7 +52,9 @@ if [[ $SCALE == full ]]; then
 else
   RESULTS=${BENCH_RESULTS:-$HERE/results/restore.$SCALE.md}
 fi
-VARIANTS=(x y z)
+read -r -a VARIANTS <<<"${BENCH_VARIANTS:-x y z w}"
+for v in "${VARIANTS[@]}"; do [[ $v =~ ^[xyzw]$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"; done
+[[ " ${VARIANTS[*]} " == *" z "* ]] || bench_die "BENCH_VARIANTS must include z (the baseline)"
 
 DB=bench
 BUCKET=pgbackup-restore
@@ -120,6 +127,9 @@ run_variant() {
     z) bench_measure "$dir" -- bash -c '"$1/psql" -X -q -h 127.0.0.1 -p "$2" -U postgres -d postgres -c "CREATE DATABASE $3 TEMPLATE template0" &&
         exec "$1/pg_restore" --no-password --exit-on-error -j2 -h 127.0.0.1 -p "$2" -U postgres -d "$3" "$4"' \
       sh "$BENCH_PG_BIN" "$PG_PORT" "$target" "$FILE" ;;
+    w) bench_measure "$dir" -- bash -c '"$1/psql" -X -q -h 127.0.0.1 -p "$2" -U postgres -d postgres -c "CREATE DATABASE $3 TEMPLATE template0" &&
+        exec "$1/pg_restore" --no-password --exit-on-error --single-transaction -h 127.0.0.1 -p "$2" -U postgres -d "$3" "$4"' \
+      sh "$BENCH_PG_BIN" "$PG_PORT" "$target" "$FILE" ;;
   esac || { tail -5 "$dir/stderr" >&2; bench_die "($v) round $r failed"; }
   local got
   got=$(counts "$target")
@@ -140,10 +150,10 @@ for ((r = 1; r <= VRUNS; r++)); do
   bench_measure "$RUNS_DIR/verify.$r" -- "${PGB_ENV[@]}" "$PGBACKUP_BIN" verify latest || { tail -5 "$RUNS_DIR/verify.$r/stderr" >&2; bench_die "verify failed"; }
   bench_log "verify latest --restore ($r)"
   bench_measure "$RUNS_DIR/drill.$r" -- "${PGB_ENV[@]}" BACKUP_DATABASE_URL="$SRC_URL" "$PGBACKUP_BIN" verify latest --restore || { tail -5 "$RUNS_DIR/drill.$r/stderr" >&2; bench_die "verify --restore failed"; }
-  # "restored ... in 42.0s (time to recover)": the number from the log line.
-  ttr=$(grep -o 'in [0-9.]*s (time to recover)' "$RUNS_DIR/drill.$r/stderr" | grep -o '[0-9.]*' | head -1 || true)
+  # "drill ok: ... in 42.0s (time to recover); ...", on stdout.
+  ttr=$(grep -o 'in [0-9.]*s (time to recover)' "$RUNS_DIR/drill.$r/stdout" | grep -o '[0-9.]*' | head -1 || true)
   echo "ttr_s=${ttr:-nan}" >>"$RUNS_DIR/drill.$r/result"
-  grep -o '"message":"drill ok[^"]*"\|drill ok.*' "$RUNS_DIR/drill.$r/stderr" | head -1 >"$RUNS_DIR/drill.$r/line" || true
+  grep 'drill ok' "$RUNS_DIR/drill.$r/stdout" | head -1 >"$RUNS_DIR/drill.$r/line" || true
   bench_log "verify $(bench_get "$RUNS_DIR/verify.$r/result" wall_s)s; drill $(bench_get "$RUNS_DIR/drill.$r/result" wall_s)s (time to recover ${ttr:-?}s)"
 done
 LEFT=$(pg_psql postgres -c "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgbackup_drill%' OR datname LIKE 'restore_%'")
@@ -154,7 +164,6 @@ vals() { local r n=$RUNS; [[ $1 != verify && $1 != drill ]] || n=$VRUNS; for ((r
 med() { bench_median $(vals "$1" "$2"); }
 range() { vals "$1" "$2" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.1f–%.1f", lo, hi }'; }
 cpu() { local r n=$RUNS; [[ $1 != verify && $1 != drill ]] || n=$VRUNS; bench_median $(for ((r = 1; r <= n; r++)); do bench_calc "$(bench_get "$RUNS_DIR/$1.$r/result" time_user_s) + $(bench_get "$RUNS_DIR/$1.$r/result" time_sys_s)"; done); }
-hwm() { local v=$1 p; for p in pgbackup pg_restore; do vals "$v" "proc.$p.hwm_kb"; done | sort -g | tail -1; }
 f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
 f2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
 Z=$(med z wall_s)
@@ -166,6 +175,7 @@ label() {
     x) echo '(x) `pgbackup restore latest` (streamed, single transaction)' ;;
     y) echo '(y) `pgbackup restore latest --jobs 2`' ;;
     z) echo '(z) `pg_restore -j2` from a local `pg_dump -Fc -Z0` file' ;;
+    w) echo '(w) `pg_restore --single-transaction` (serial) from the same file' ;;
     verify) echo '`pgbackup verify latest`' ;;
     drill) echo '`pgbackup verify latest --restore` (drill)' ;;
   esac
@@ -175,7 +185,7 @@ report() {
   local v
   echo "# Restore benchmark"
   echo
-  echo "- date: $STARTED; $RUNS interleaved rounds (x y z), medians; verify and the drill $VRUNS time(s) after the rounds"
+  echo "- date: $STARTED; $RUNS interleaved rounds (${VARIANTS[*]}), medians; verify and the drill $VRUNS time(s) after the rounds"
   echo "$MACHINE" | sed 's/^/- /'
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- PostgreSQL $("$BENCH_PG_BIN/postgres" --version | awk '{print $3}') (fsync off); pgbackup $PGB_VERSION ($PGB_COMMIT, release build); Garage (single node, same machine, compression off)"
@@ -183,9 +193,10 @@ report() {
   echo
   echo "| variant | wall, median (min–max) | × (z) | client CPU s | postgres CPU s | Garage CPU s | peak RSS (pgbackup / pg_restore) |"
   echo "|---|---|---|---|---|---|---|"
-  for v in x y z verify drill; do
+  for v in "${VARIANTS[@]}" verify drill; do
     local extra=""
     [[ $v != drill ]] || extra=" (time to recover $(f1 "$(med drill ttr_s)") s)"
+    [[ $v != y ]] || extra=" (of which spooling, until pg_restore starts: $(f1 "$(med y proc.pg_restore.start_s)") s)"
     echo "| $(label "$v") | $(f1 "$(med "$v" wall_s)") s ($(range "$v" wall_s))$extra | $(f2 "$(bench_calc "$(med "$v" wall_s) / $Z")") | $(f1 "$(cpu "$v")") | $(f1 "$(med "$v" pg_cpu_s)") | $(f1 "$(med "$v" garage_cpu_s)") | $(awk -v a="$(bench_median $(vals "$v" proc.pgbackup.hwm_kb))" -v b="$(bench_median $(vals "$v" proc.pg_restore.hwm_kb))" 'BEGIN { printf "%.1f MiB / %.1f MiB", a / 1024, b / 1024 }') |"
   done
   echo
@@ -197,6 +208,11 @@ report() {
   echo "|---|---|---|"
   echo "| (x) ≤ 1.25 × (z) | $(f2 "$px") × ($(f1 "$(med x wall_s)") s vs $(f1 "$Z") s) | $(pf "$px") |"
   echo "| (y) ≤ 1.25 × (z) | $(f2 "$py") × ($(f1 "$(med y wall_s)") s vs $(f1 "$Z") s) | $(pf "$py") |"
+  if [[ " ${VARIANTS[*]} " == *" w "* ]]; then
+    echo
+    echo "For (x), the same serial restore from the local file, (w), takes $(f1 "$(med w wall_s)") s:" \
+      "(x) / (w) = $(f2 "$(bench_calc "$(med x wall_s) / $(med w wall_s)")"), (w) / (z) = $(f2 "$(bench_calc "$(med w wall_s) / $Z")")."
+  fi
   echo
   echo "All runs:"
   echo
@@ -216,7 +232,7 @@ report() {
     done
   done
   echo
-  echo "Drill report: $(sed 's/^"message":"//; s/"$//' "$RUNS_DIR/drill.1/line")"
+  echo "Drill report: \`$(cat "$RUNS_DIR/drill.1/line")\`"
   echo
   echo "Every restore was checked untimed (row counts of all tables equal the source's) and its database" \
     "dropped before the next run. Left over after all runs: $LEFT restore/drill databases, $TMP_LEFT files in TMPDIR."
@@ -228,7 +244,7 @@ report() {
     "so both are likely in the page cache. pg_restore -j2 runs two workers; on 2 cores that shared with" \
     "Garage and pgbackup for (x), (y). For (y) the dump is first spooled to an unlinked file in TMPDIR" \
     "(same disk as the cluster)."
-  echo "Run: \`bench/restore.sh\` (BENCH_RUNS=$RUNS BENCH_VERIFY_RUNS=$VRUNS BENCH_SCALE=$SCALE)."
+  echo "Run: \`bench/restore.sh\` (BENCH_RUNS=$RUNS BENCH_VERIFY_RUNS=$VRUNS BENCH_SCALE=$SCALE BENCH_VARIANTS=\"${VARIANTS[*]}\")."
 }
 
 mkdir -p "$(dirname "$RESULTS")"
