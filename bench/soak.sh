@@ -101,10 +101,12 @@ T_START=$EPOCHREALTIME
 SAMPLES=$BENCH_WORK/samples.tsv
 printf 't_s\trss_kb\tfds\tthreads\tzombies\tattempts\tfailures\tlast_status\tstored_objects\tretention_deleted\tskipped\tin_progress\n' >"$SAMPLES"
 MAX_ZOMBIES=0
+DIED=
+LAST_SCRAPE=$BENCH_WORK/last.metrics
 
 sample() {
   local m t
-  m=$(pgbackup_metrics) || m=""
+  m=$(pgbackup_metrics) && printf '%s\n' "$m" >"$LAST_SCRAPE" || m=""
   t=$(bench_calc "${EPOCHREALTIME/,/.} - ${T_START/,/.}")
   local z
   z=$(proc_zombie_children "$PGB_PID")
@@ -126,29 +128,40 @@ while ((SECONDS < END)); do
   ((next <= END)) || next=$END
   feed_one || bench_log "WARNING: could not add an old backup"
   while ((SECONDS < next)); do
-    kill -0 "$PGB_PID" 2>/dev/null || bench_die "pgbackup run died; log: $(tail -5 "$LOG")"
+    [[ $(_bench_proc_state "$PGB_PID") =~ ^[RSDI]$ ]] || break
     sleep 1
   done
+  if ! [[ $(_bench_proc_state "$PGB_PID") =~ ^[RSDI]$ ]]; then
+    DIED=$(bench_calc "${EPOCHREALTIME/,/.} - ${T_START/,/.}")
+    bench_log "ERROR: pgbackup run exited after ${DIED}s; its last lines: $(tail -3 "$LOG")"
+    break
+  fi
   sample
   bench_log "$(tail -1 "$SAMPLES" | awk -F'\t' '{ printf "t=%ss rss=%.1fMiB fds=%s threads=%s zombies=%s attempts=%s failures=%s stored=%s deleted=%s", $1, $2 / 1024, $3, $4, $5, $6, $7, $9, $10 }')"
 done
 
 # One more backup (and so one more retention pass) after the last old
 # backup was added, then stop as soon as it has finished.
-A0=$(pgbackup_metrics | metric_sum backup_attempts_total)
-bench_log "waiting for one more backup after the last addition (attempts $A0)"
-deadline=$((SECONDS + 120))
-while :; do
-  m=$(pgbackup_metrics)
-  a=$(metric_sum backup_attempts_total <<<"$m")
-  p=$(metric_sum backup_in_progress <<<"$m")
-  ((a > A0 && p == 0)) && break
-  ((SECONDS < deadline)) || bench_die "no backup finished within 120 s"
-  sleep 0.2
-done
-sample
 FINAL_METRICS=$BENCH_WORK/final.metrics
-pgbackup_metrics >"$FINAL_METRICS"
+if [[ -z $DIED ]]; then
+  A0=$(pgbackup_metrics | metric_sum backup_attempts_total)
+  bench_log "waiting for one more backup after the last addition (attempts $A0)"
+  deadline=$((SECONDS + 120))
+  while :; do
+    m=$(pgbackup_metrics)
+    a=$(metric_sum backup_attempts_total <<<"$m")
+    p=$(metric_sum backup_in_progress <<<"$m")
+    ((a > A0 && p == 0)) && break
+    ((SECONDS < deadline)) || bench_die "no backup finished within 120 s"
+    sleep 0.2
+  done
+  sample
+  pgbackup_metrics >"$FINAL_METRICS"
+else
+  # The daemon is gone: the last scrape is all there is.
+  cp "$LAST_SCRAPE" "$FINAL_METRICS"
+  DIED_LOG=$(grep -v '"level":"DEBUG"' "$LOG" | tail -3 | sed 's/|/\\|/g' | tr '\n' ' ')
+fi
 STOP_T0=$EPOCHREALTIME
 pgbackup_run_stop
 EXIT_RC=$PGB_EXIT
@@ -257,6 +270,9 @@ report() {
   echo
   echo "| check | measured | |"
   echo "|---|---|---|"
+  if [[ -n $DIED ]]; then
+    echo "| ran to the end | **no**: exited after $(printf '%.0f' "$DIED") s (status $EXIT_RC); its last log lines: \`$DIED_LOG\`; the checks below cover the time until then | FAIL |"
+  fi
   echo "| every run succeeded | $ATTEMPTS attempts (≈ $(printf '%.0f' "$EXPECTED_ATTEMPTS") expected: minutes × 6), $FAILURES failures, $SKIPPED skipped, last status $LAST_STATUS | $(pf "$(ok "$FAILURES == 0 && $LAST_STATUS == 1 && $SKIPPED == 0 && $ATTEMPTS >= $EXPECTED_ATTEMPTS - 2")") |"
   echo "| RSS flat | first $(mibk "$(first 2)"), last $(mibk "$(last 2)"), max $(mibk "$(maxc 2)"); median of the first quarter $(mibk "$RSS_EARLY") vs the last quarter $(mibk "$RSS_LATE") | $(pf "$(ok "$RSS_LATE <= $RSS_EARLY * 1.10 + 1024")") |"
   echo "| file descriptors flat | first $(first 3), last $(last 3), max $(maxc 3); first-quarter median $FD_EARLY vs last-quarter $FD_LATE | $(pf "$(ok "$FD_LATE <= $FD_EARLY + 2")") |"
