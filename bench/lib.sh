@@ -567,6 +567,8 @@ _bench_nap() {
 #       tree by command name (max over processes of that name), as last
 #       sampled from /proc/<pid>/status: the process's *own* peak
 #   proc.<name>.cpu_s                its CPU (utime+stime, last sample)
+#   proc.<name>.start_s              when the first process of that name was
+#       first seen, in seconds from the start (to within the interval)
 #   proc.<name>.write_bytes          /proc/<pid>/io write_bytes: bytes it
 #       caused to be written to storage (max over processes of that name);
 #       like getrusage, this includes the children it has reaped
@@ -598,7 +600,7 @@ bench_measure() {
   tpid=$!
   _BENCH_MEASURED=$tpid
   exec {out_fd}>&- {err_fd}>&-
-  local -A name hwm wb cpu
+  local -A name hwm wb cpu seen
   local stat p key val
   local -a f
   while :; do
@@ -607,6 +609,7 @@ bench_measure() {
     [[ ${stat:0:1} != Z ]] || break
     _bench_tree "$tpid"
     for p in "${_BENCH_TREE[@]}"; do
+      [[ -n ${seen[$p]:-} ]] || seen[$p]=$EPOCHREALTIME
       while read -r key val _; do
         case $key in
           Name:) name[$p]=$val ;;
@@ -646,9 +649,11 @@ bench_measure() {
     echo "garage_cpu_s=$(bench_calc "($g1 - $g0) / $BENCH_CLK_TCK")"
     echo "sys_busy_s=$(bench_calc "(${s1% *} - ${s0% *}) / $BENCH_CLK_TCK")"
     echo "sys_total_s=$(bench_calc "(${s1#* } - ${s0#* }) / $BENCH_CLK_TCK")"
-    local -A n_hwm n_wb n_cpu
+    local -A n_hwm n_wb n_cpu n_start
     for p in "${!name[@]}"; do
       key=${name[$p]// /_}
+      val=$(bench_calc "${seen[$p]/,/.} - ${t0/,/.}")
+      [[ -n ${n_start[$key]:-} ]] && awk -v a="$val" -v b="${n_start[$key]}" 'BEGIN { exit !(a >= b) }' || n_start[$key]=$val
       ((${hwm[$p]:-0} <= ${n_hwm[$key]:-0})) || n_hwm[$key]=${hwm[$p]}
       ((${wb[$p]:-0} <= ${n_wb[$key]:--1})) || n_wb[$key]=${wb[$p]:-0}
       n_cpu[$key]=$((${n_cpu[$key]:-0} + ${cpu[$p]:-0}))
@@ -657,6 +662,7 @@ bench_measure() {
       echo "proc.$key.hwm_kb=${n_hwm[$key]:-0}"
       echo "proc.$key.write_bytes=${n_wb[$key]}"
       echo "proc.$key.cpu_s=$(bench_calc "${n_cpu[$key]} / $BENCH_CLK_TCK")"
+      echo "proc.$key.start_s=${n_start[$key]:-0}"
     done
   } >"$dir/result"
   return "$rc"
@@ -687,3 +693,82 @@ pgbackup_build() {
   export PGBACKUP_BIN
   bench_log "pgbackup: $PGBACKUP_BIN ($("$PGBACKUP_BIN" --version))"
 }
+
+# ---- the daemon (`pgbackup run`) ---------------------------------------------
+
+# pgbackup_run_start DB BUCKET LOG [VAR=VALUE...]: starts `pgbackup run`
+# (with a parent-death signal) against database DB and bucket BUCKET, in a
+# clean environment (PATH, HOME and TMPDIR under $BENCH_WORK, JSON logs),
+# listening on a free loopback port; extra VAR=VALUE settings override.
+# Waits for /healthz. Sets PGB_PID, PGB_PORT, PGB_URL (http://127.0.0.1:port).
+pgbackup_run_start() {
+  local db=$1 bucket=$2 log=$3
+  shift 3
+  PGB_PORT=$(bench_free_port)
+  mkdir -p "$BENCH_WORK/daemon/tmp" "$BENCH_WORK/daemon/home"
+  env -i PATH="$PATH" HOME="$BENCH_WORK/daemon/home" TMPDIR="$BENCH_WORK/daemon/tmp" \
+    BACKUP_LOG_FORMAT=json BACKUP_DATABASE_URL="$(pg_url "$db")" \
+    BACKUP_LISTEN_ADDRESS="127.0.0.1:$PGB_PORT" \
+    AWS_S3_BUCKET="$bucket" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" AWS_S3_REGION="$GARAGE_REGION" \
+    AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
+    AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" \
+    setpriv --pdeathsig TERM -- "$PGBACKUP_BIN" run </dev/null >>"$log" 2>&1 &
+  PGB_PID=$!
+  PGB_URL=http://127.0.0.1:$PGB_PORT
+  export PGB_PID PGB_PORT PGB_URL
+  bench_on_exit "pgbackup_run_stop"
+  local deadline=$((SECONDS + 60))
+  until curl -fs -o /dev/null "$PGB_URL/healthz"; do
+    kill -0 "$PGB_PID" 2>/dev/null || { tail -20 "$log" >&2; bench_die "pgbackup run exited"; }
+    ((SECONDS < deadline)) || bench_die "timed out waiting for pgbackup run's /healthz"
+    sleep 0.1
+  done
+  bench_log "pgbackup run on $PGB_URL (pid $PGB_PID)"
+}
+
+# pgbackup_run_stop: SIGTERM, then SIGKILL after 20 s; sets PGB_EXIT to the
+# exit status (143 or 137 for a death by signal). Idempotent. Not in a
+# subshell: the daemon must be this shell's child.
+pgbackup_run_stop() {
+  [[ -n ${PGB_PID:-} ]] || return 0
+  local i
+  PGB_EXIT=0
+  kill -TERM "$PGB_PID" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    [[ $(_bench_proc_state "$PGB_PID") =~ ^[RSDI]$ ]] || break
+    sleep 0.1
+  done
+  kill -KILL "$PGB_PID" 2>/dev/null || true
+  wait "$PGB_PID" 2>/dev/null || PGB_EXIT=$?
+  PGB_PID=
+}
+
+# pgbackup_metrics: one scrape of /metrics on stdout.
+pgbackup_metrics() { curl -fsS --max-time 5 "$PGB_URL/metrics"; }
+
+# metric_sum NAME < SCRAPE: the sum of the values of every series of NAME
+# (all label sets), 0 when absent.
+metric_sum() {
+  awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.15g\n", s + 0 }'
+}
+
+# _bench_proc_state PID: the one-letter state (R, S, Z, ...), empty if gone.
+_bench_proc_state() {
+  local stat
+  read -r stat 2>/dev/null <"/proc/$1/stat" || return 0
+  stat=${stat##*) }
+  echo "${stat:0:1}"
+}
+
+# proc_status_kb PID FIELD: a /proc/<pid>/status value (VmRSS, VmHWM,
+# Threads, ...), 0 if the process is gone.
+proc_status_kb() {
+  awk -v f="$2:" '$1 == f { print $2; found = 1; exit } END { if (!found) print 0 }' \
+    "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# proc_fds PID: open file descriptors.
+proc_fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# proc_zombie_children PID: children of PID in state Z.
+proc_zombie_children() { ps -o stat= --ppid "$1" 2>/dev/null | grep -c '^Z' || true; }

@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Restore benchmark: `pgbackup restore` from Garage against pg_restore from a
+# local file, on the benchmark dataset (>= 2 GB at the default scale).
+#
+#   (x) pgbackup restore latest --target-url URL            streamed, one
+#       transaction: download, sha256, zstd -d, pg_restore --single-transaction
+#   (y) pgbackup restore latest --target-url URL --jobs 2   spooled to an
+#       unlinked temp file, checked, then pg_restore -j2
+#   (z) CREATE DATABASE; pg_restore -j2 --exit-on-error FILE, from a local
+#       uncompressed `pg_dump -Fc -Z0` file prepared beforehand (not timed):
+#       the baseline, with nothing to download, check or decompress
+#   (w) the same file with pg_restore --single-transaction (serial): the
+#       restore mode of (x) without the download, checksum and decompression,
+#       to tell what (x) pays for its pipeline from what it pays for being
+#       serial
+#
+# Before the rounds, untimed: one `pgbackup backup` (defaults: zstd 3) and
+# the local dump file. The variants then run interleaved (x y z w x y z w ...)
+# BENCH_RUNS times, each into a fresh database that is checked (row counts of
+# every table against the source) and dropped before the next run. After the
+# rounds, BENCH_VERIFY_RUNS times: `pgbackup verify latest` (checksum,
+# decompression, the archive read to its end) and `pgbackup verify latest
+# --restore` (the restore drill into a scratch database; its log line gives
+# the time to recover).
+#
+# Target: pgbackup restore at most 1.25 x (z).
+#
+# Environment:
+#   BENCH_RUNS=3            rounds
+#   BENCH_VERIFY_RUNS=1     runs of verify and of verify --restore
+#   BENCH_VARIANTS="x y z w"   which variants (z is needed: the baseline)
+#   BENCH_SCALE=full        full (~2.5 GB database) or small (smoke run)
+#   BENCH_PGBENCH_SCALE, BENCH_EVENT_ROWS   override the dataset size
+#   BENCH_RESULTS           report path (default bench/results/restore.md,
+#                           or bench/results/restore.small.md for small)
+#   PGBACKUP_BIN            binary to test (default: cargo build --release)
+#   BENCH_TMPDIR=/var/tmp   work dir (needs ~3x the database: the cluster,
+#                           the dump file, --jobs' temp file, Garage's copy)
+#
+# Needs: postgresql-15, GNU time, python3, garage 2.5.0.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$HERE/lib.sh"
+
+RUNS=${BENCH_RUNS:-3}
+VRUNS=${BENCH_VERIFY_RUNS:-1}
+SCALE=${BENCH_SCALE:-full}
+if [[ $SCALE == full ]]; then
+  RESULTS=${BENCH_RESULTS:-$HERE/results/restore.md}
+else
+  RESULTS=${BENCH_RESULTS:-$HERE/results/restore.$SCALE.md}
+fi
+read -r -a VARIANTS <<<"${BENCH_VARIANTS:-x y z w}"
+for v in "${VARIANTS[@]}"; do [[ $v =~ ^[xyzw]$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"; done
+[[ " ${VARIANTS[*]} " == *" z "* ]] || bench_die "BENCH_VARIANTS must include z (the baseline)"
+
+DB=bench
+BUCKET=pgbackup-restore
+PG_DUMP=$BENCH_PG_BIN/pg_dump
+PG_RESTORE=$BENCH_PG_BIN/pg_restore
+
+bench_init restore
+pg_start
+garage_start
+garage_bucket "$BUCKET"
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+MACHINE=$(bench_machine_info)
+T0=$SECONDS
+dataset_generate "$DB"
+GEN_S=$((SECONDS - T0))
+DB_SIZE=$(dataset_size "$DB")
+bench_log "dataset ready in ${GEN_S}s: pg_database_size $(bench_fmt_bytes "$DB_SIZE")"
+# After the dataset: a build can overlap with its generation.
+pgbackup_build
+export PGPASSWORD=$PG_PASSWORD
+RUNS_DIR=$BENCH_WORK/runs
+TMP=$BENCH_WORK/tmp
+mkdir -p "$RUNS_DIR" "$TMP"
+
+# Row counts of every user table: the check of each restore.
+counts() {
+  pg_psql "$1" <<'SQL'
+SELECT string_agg(format('%s=%s', c.relname,
+         (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text),
+       ' ' ORDER BY c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+SQL
+}
+SRC_COUNTS=$(counts "$DB")
+bench_log "source: $SRC_COUNTS"
+
+# pgbackup's environment: the storage settings, nothing else of ours.
+PGB_ENV=(env -i PATH="$PATH" HOME="$BENCH_WORK" TMPDIR="$TMP" BACKUP_LOG_FORMAT=json
+  AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" AWS_S3_REGION="$GARAGE_REGION"
+  AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET")
+SRC_URL=$(pg_url "$DB")
+pgb() { "${PGB_ENV[@]}" BACKUP_DATABASE_URL="$SRC_URL" "$PGBACKUP_BIN" "$@"; }
+
+# ---- preparation (untimed in the comparison) --------------------------------------
+bench_log "backup with pgbackup"
+bench_measure "$RUNS_DIR/backup" -- "${PGB_ENV[@]}" BACKUP_DATABASE_URL="$SRC_URL" "$PGBACKUP_BIN" backup ||
+  { tail -5 "$RUNS_DIR/backup/stderr" >&2; bench_die "pgbackup backup failed"; }
+BACKUP_S=$(bench_get "$RUNS_DIR/backup/result" wall_s)
+pgb list --json >"$BENCH_WORK/list.json"
+read -r OBJECT STORED < <(python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))[0]; print(b["name"], b["size"])' "$BENCH_WORK/list.json")
+DUMP_BYTES=$(grep -o '"dump_bytes":[0-9]*' "$RUNS_DIR/backup/stderr" | tail -1 | cut -d: -f2)
+bench_log "backup: $OBJECT, $(bench_fmt_bytes "$STORED") stored, in ${BACKUP_S}s"
+bench_log "local dump file: pg_dump -Fc -Z0"
+FILE=$BENCH_WORK/bench.dump
+bench_measure "$RUNS_DIR/dumpfile" -- "$PG_DUMP" -Fc -Z0 --no-password --dbname="$(pg_url_nopw "$DB")" -f "$FILE" ||
+  { cat "$RUNS_DIR/dumpfile/stderr" >&2; bench_die "pg_dump failed"; }
+FILE_BYTES=$(stat -c %s "$FILE")
+bench_log "dump file: $(bench_fmt_bytes "$FILE_BYTES") in $(bench_get "$RUNS_DIR/dumpfile/result" wall_s)s"
+
+# ---- the variants ---------------------------------------------------------------
+
+run_variant() {
+  local v=$1 r=$2 target dir
+  target=restore_${v}_$r
+  dir=$RUNS_DIR/$v.$r
+  case $v in
+    x) bench_measure "$dir" -- "${PGB_ENV[@]}" PGPASSWORD="$PG_PASSWORD" "$PGBACKUP_BIN" restore latest --target-url "$(pg_url_nopw "$target")" ;;
+    y) bench_measure "$dir" -- "${PGB_ENV[@]}" PGPASSWORD="$PG_PASSWORD" "$PGBACKUP_BIN" restore latest --target-url "$(pg_url_nopw "$target")" --jobs 2 ;;
+    z) bench_measure "$dir" -- bash -c '"$1/psql" -X -q -h 127.0.0.1 -p "$2" -U postgres -d postgres -c "CREATE DATABASE $3 TEMPLATE template0" &&
+        exec "$1/pg_restore" --no-password --exit-on-error -j2 -h 127.0.0.1 -p "$2" -U postgres -d "$3" "$4"' \
+      sh "$BENCH_PG_BIN" "$PG_PORT" "$target" "$FILE" ;;
+    w) bench_measure "$dir" -- bash -c '"$1/psql" -X -q -h 127.0.0.1 -p "$2" -U postgres -d postgres -c "CREATE DATABASE $3 TEMPLATE template0" &&
+        exec "$1/pg_restore" --no-password --exit-on-error --single-transaction -h 127.0.0.1 -p "$2" -U postgres -d "$3" "$4"' \
+      sh "$BENCH_PG_BIN" "$PG_PORT" "$target" "$FILE" ;;
+  esac || { tail -5 "$dir/stderr" >&2; bench_die "($v) round $r failed"; }
+  local got
+  got=$(counts "$target")
+  [[ $got == "$SRC_COUNTS" ]] || bench_die "($v) round $r: restored counts differ: $got"
+  pg_psql postgres -c "DROP DATABASE $target"
+  # Leave nothing of the run in the page cache's dirty list for the next one.
+  pg_psql postgres -c "CHECKPOINT"
+  sync
+  bench_log "round $r ($v): $(bench_get "$dir/result" wall_s)s, counts match"
+}
+
+for ((r = 1; r <= RUNS; r++)); do
+  for v in "${VARIANTS[@]}"; do run_variant "$v" "$r"; done
+done
+
+for ((r = 1; r <= VRUNS; r++)); do
+  bench_log "verify latest ($r)"
+  bench_measure "$RUNS_DIR/verify.$r" -- "${PGB_ENV[@]}" "$PGBACKUP_BIN" verify latest || { tail -5 "$RUNS_DIR/verify.$r/stderr" >&2; bench_die "verify failed"; }
+  bench_log "verify latest --restore ($r)"
+  bench_measure "$RUNS_DIR/drill.$r" -- "${PGB_ENV[@]}" BACKUP_DATABASE_URL="$SRC_URL" "$PGBACKUP_BIN" verify latest --restore || { tail -5 "$RUNS_DIR/drill.$r/stderr" >&2; bench_die "verify --restore failed"; }
+  # "drill ok: ... in 42.0s (time to recover); ...", on stdout.
+  ttr=$(grep -o 'in [0-9.]*s (time to recover)' "$RUNS_DIR/drill.$r/stdout" | grep -o '[0-9.]*' | head -1 || true)
+  echo "ttr_s=${ttr:-nan}" >>"$RUNS_DIR/drill.$r/result"
+  grep 'drill ok' "$RUNS_DIR/drill.$r/stdout" | head -1 >"$RUNS_DIR/drill.$r/line" || true
+  bench_log "verify $(bench_get "$RUNS_DIR/verify.$r/result" wall_s)s; drill $(bench_get "$RUNS_DIR/drill.$r/result" wall_s)s (time to recover ${ttr:-?}s)"
+done
+LEFT=$(pg_psql postgres -c "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgbackup_drill%' OR datname LIKE 'restore_%'")
+TMP_LEFT=$(find "$TMP" -mindepth 1 | wc -l)
+
+# ---- report ---------------------------------------------------------------------
+vals() { local r n=$RUNS; [[ $1 != verify && $1 != drill ]] || n=$VRUNS; for ((r = 1; r <= n; r++)); do bench_get "$RUNS_DIR/$1.$r/result" "$2"; done; }
+med() { bench_median $(vals "$1" "$2"); }
+range() { vals "$1" "$2" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.1f–%.1f", lo, hi }'; }
+cpu() { local r n=$RUNS; [[ $1 != verify && $1 != drill ]] || n=$VRUNS; bench_median $(for ((r = 1; r <= n; r++)); do bench_calc "$(bench_get "$RUNS_DIR/$1.$r/result" time_user_s) + $(bench_get "$RUNS_DIR/$1.$r/result" time_sys_s)"; done); }
+f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
+f2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
+Z=$(med z wall_s)
+PGB_VERSION=$("$PGBACKUP_BIN" --version | awk '{print $2}')
+PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
+label() {
+  case $1 in
+    x) echo '(x) `pgbackup restore latest` (streamed, single transaction)' ;;
+    y) echo '(y) `pgbackup restore latest --jobs 2`' ;;
+    z) echo '(z) `pg_restore -j2` from a local `pg_dump -Fc -Z0` file' ;;
+    w) echo '(w) `pg_restore --single-transaction` (serial) from the same file' ;;
+    verify) echo '`pgbackup verify latest`' ;;
+    drill) echo '`pgbackup verify latest --restore` (drill)' ;;
+  esac
+}
+
+report() {
+  local v
+  echo "# Restore benchmark"
+  echo
+  echo "- date: $STARTED; $RUNS interleaved rounds (${VARIANTS[*]}), medians; verify and the drill $VRUNS time(s) after the rounds"
+  echo "$MACHINE" | sed 's/^/- /'
+  echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "- PostgreSQL $("$BENCH_PG_BIN/postgres" --version | awk '{print $3}') (fsync off); pgbackup $PGB_VERSION ($PGB_COMMIT, release build); Garage (single node, same machine, compression off)"
+  echo "- dataset (BENCH_SCALE=$SCALE): pg_database_size $(bench_fmt_bytes "$DB_SIZE"), generated in ${GEN_S} s; backup \`$OBJECT\`: $(bench_fmt_bytes "$STORED") stored (zstd 3), dump $(bench_fmt_bytes "${DUMP_BYTES:-0}"), made in $(f1 "$BACKUP_S") s; local \`pg_dump -Fc -Z0\` file $(bench_fmt_bytes "$FILE_BYTES")"
+  echo
+  echo "| variant | wall, median (min–max) | × (z) | client CPU s | postgres CPU s | Garage CPU s | peak RSS (pgbackup / pg_restore) |"
+  echo "|---|---|---|---|---|---|---|"
+  for v in "${VARIANTS[@]}" verify drill; do
+    local extra=""
+    [[ $v != drill ]] || extra=" (time to recover $(f1 "$(med drill ttr_s)") s)"
+    [[ $v != y ]] || extra=" (of which spooling, until pg_restore starts: $(f1 "$(med y proc.pg_restore.start_s)") s)"
+    echo "| $(label "$v") | $(f1 "$(med "$v" wall_s)") s ($(range "$v" wall_s))$extra | $(f2 "$(bench_calc "$(med "$v" wall_s) / $Z")") | $(f1 "$(cpu "$v")") | $(f1 "$(med "$v" pg_cpu_s)") | $(f1 "$(med "$v" garage_cpu_s)") | $(awk -v a="$(bench_median $(vals "$v" proc.pgbackup.hwm_kb))" -v b="$(bench_median $(vals "$v" proc.pg_restore.hwm_kb))" 'BEGIN { printf "%.1f MiB / %.1f MiB", a / 1024, b / 1024 }') |"
+  done
+  echo
+  local px py
+  px=$(bench_calc "$(med x wall_s) / $Z")
+  py=$(bench_calc "$(med y wall_s) / $Z")
+  pf() { if awk -v x="$1" 'BEGIN { exit !(x <= 1.25) }'; then echo PASS; else echo MISS; fi; }
+  echo "| target | measured | |"
+  echo "|---|---|---|"
+  echo "| (x) ≤ 1.25 × (z) | $(f2 "$px") × ($(f1 "$(med x wall_s)") s vs $(f1 "$Z") s) | $(pf "$px") |"
+  echo "| (y) ≤ 1.25 × (z) | $(f2 "$py") × ($(f1 "$(med y wall_s)") s vs $(f1 "$Z") s) | $(pf "$py") |"
+  if [[ " ${VARIANTS[*]} " == *" w "* ]]; then
+    echo
+    echo "For (x), the same serial restore from the local file, (w), takes $(f1 "$(med w wall_s)") s:" \
+      "(x) / (w) = $(f2 "$(bench_calc "$(med x wall_s) / $(med w wall_s)")"), (w) / (z) = $(f2 "$(bench_calc "$(med w wall_s) / $Z")")."
+  fi
+  echo
+  echo "All runs:"
+  echo
+  echo "| round | variant | wall s | client CPU s | postgres CPU s | machine busy |"
+  echo "|---|---|---|---|---|---|"
+  local r s
+  for ((r = 1; r <= RUNS; r++)); do
+    for v in "${VARIANTS[@]}"; do
+      s=$RUNS_DIR/$v.$r/result
+      echo "| $r | $v | $(f1 "$(bench_get "$s" wall_s)") | $(f1 "$(bench_calc "$(bench_get "$s" time_user_s) + $(bench_get "$s" time_sys_s)")") | $(f1 "$(bench_get "$s" pg_cpu_s)") | $(awk -v b="$(bench_get "$s" sys_busy_s)" -v t="$(bench_get "$s" sys_total_s)" 'BEGIN { printf "%.0f%%", 100 * b / t }') |"
+    done
+  done
+  for ((r = 1; r <= VRUNS; r++)); do
+    for v in verify drill; do
+      s=$RUNS_DIR/$v.$r/result
+      echo "| after | $v | $(f1 "$(bench_get "$s" wall_s)") | $(f1 "$(bench_calc "$(bench_get "$s" time_user_s) + $(bench_get "$s" time_sys_s)")") | $(f1 "$(bench_get "$s" pg_cpu_s)") | $(awk -v b="$(bench_get "$s" sys_busy_s)" -v t="$(bench_get "$s" sys_total_s)" 'BEGIN { printf "%.0f%%", 100 * b / t }') |"
+    done
+  done
+  echo
+  echo "Drill report: \`$(cat "$RUNS_DIR/drill.1/line")\`"
+  echo
+  echo "Every restore was checked untimed (row counts of all tables equal the source's) and its database" \
+    "dropped before the next run. Left over after all runs: $LEFT restore/drill databases, $TMP_LEFT files in TMPDIR."
+  echo
+  echo "How it is measured: wall time of the whole command (for (z) including CREATE DATABASE; pgbackup" \
+    "creates the target itself). Client CPU is the command and its children (pgbackup + pg_restore) per" \
+    "getrusage; postgres CPU is the whole cluster (the backends doing the restore, index builds). Peak RSS" \
+    "is VmHWM sampled every 0.1 s. The backup object and the dump file were written just before the rounds," \
+    "so both are likely in the page cache. pg_restore -j2 runs two workers; on 2 cores that shared with" \
+    "Garage and pgbackup for (x), (y). For (y) the dump is first spooled to an unlinked file in TMPDIR" \
+    "(same disk as the cluster)."
+  echo "Run: \`bench/restore.sh\` (BENCH_RUNS=$RUNS BENCH_VERIFY_RUNS=$VRUNS BENCH_SCALE=$SCALE BENCH_VARIANTS=\"${VARIANTS[*]}\")."
+}
+
+mkdir -p "$(dirname "$RESULTS")"
+report >"$RESULTS"
+echo
+cat "$RESULTS"
+bench_log "written to $RESULTS"
