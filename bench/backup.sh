@@ -291,7 +291,7 @@ mib() { awk -v x="$1" 'BEGIN { printf "%.1f MiB", x / 1024 }'; }
 label() {
   case $1 in
     a) echo '(a) `pg_dump -Fc -Z0 > /dev/null`' ;;
-    b) echo '(b) `pgbackup backup` (zstd 3) → Garage' ;;
+    b) echo '(b) `pgbackup backup` (defaults) → Garage' ;;
     c) echo '(c) `pg_dump -Fc -Z9 -f file`; `aws s3 cp`' ;;
     d) echo '(d) `pg_dump | gzip > file`; `aws s3 cp`' ;;
     bnone) echo '`pgbackup backup`, `BACKUP_COMPRESSION=none`' ;;
