@@ -4,7 +4,7 @@
 # default scale), all in one run on the same services.
 #
 #   (a) pg_dump -Fc -Z0 > /dev/null          the dump alone: the limit here
-#   (b) pgbackup backup (defaults: zstd 3)   streamed into Garage (S3)
+#   (b) pgbackup backup (defaults: zstd 1)   streamed into Garage (S3)
 #   (c) pg_dump -Fc -Z9 -f FILE; then `aws s3 cp FILE` into Garage
 #   (d) pg_dump | gzip > FILE;   then `aws s3 cp FILE` into Garage
 #
