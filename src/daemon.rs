@@ -220,6 +220,11 @@ impl After {
         if matches!(&o.result, Err(e) if e.stage == crate::error::Stage::Cancelled) {
             return;
         }
+        self.notify(o, previous_ok, next);
+    }
+
+    /// Sends what the outcome calls for on its own task, and counts the delivery.
+    fn notify(&self, o: Outcome, previous_ok: Option<bool>, next: Option<DateTime<Utc>>) {
         let (notifications, metrics) = (self.notifications.clone(), self.metrics.clone());
         tokio::spawn(async move {
             if let Some(d) = notifications.after_attempt(&o, previous_ok, next).await {
@@ -264,12 +269,7 @@ impl After {
                         ..e
                     }),
                 };
-                let (notifications, metrics) = (self.notifications.clone(), self.metrics.clone());
-                tokio::spawn(async move {
-                    if let Some(d) = notifications.after_attempt(&o, None, next).await {
-                        metrics.count_delivery(matches!(d, crate::notify::Delivery::Delivered));
-                    }
-                });
+                self.notify(o, None, next);
             }
         }
     }

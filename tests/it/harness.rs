@@ -907,8 +907,8 @@ impl Drop for Guard {
     }
 }
 
-/// Processes whose parent is `pid`.
-pub fn children_of(pid: i32) -> Vec<i32> {
+/// Every process as (pid, state, ppid, pgrp), from /proc/<pid>/stat.
+fn processes() -> Vec<(i32, String, i32, i32)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -919,35 +919,29 @@ pub fn children_of(pid: i32) -> Vec<i32> {
         };
         // Fields after the ")" of the command: state, ppid, pgrp.
         let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-        let ppid: i32 = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        if ppid == pid {
-            out.push(p);
-        }
+        let mut f = rest.split_whitespace();
+        let state = f.next().unwrap_or("").to_string();
+        let mut num = || f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let (ppid, pgrp) = (num(), num());
+        out.push((p, state, ppid, pgrp));
     }
     out
 }
 
-/// Processes in process group `pgid`.
+/// Processes whose parent is `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    processes()
+        .into_iter()
+        .filter(|(_, _, ppid, _)| *ppid == pid)
+        .map(|(p, ..)| p)
+        .collect()
+}
+
+/// Live (not zombie) processes in process group `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-        let mut f = rest.split_whitespace();
-        let state = f.next().unwrap_or("");
-        let pg: i32 = f.nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-        if pg == pgid && state != "Z" {
-            out.push(p);
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|(_, state, _, pgrp)| *pgrp == pgid && state != "Z")
+        .map(|(p, ..)| p)
+        .collect()
 }
