@@ -265,20 +265,27 @@ fn assert_one_good_backup(bucket: &str) {
     assert_eq!(g.pending_uploads(bucket), 0);
 }
 
-#[test]
-fn store_stopped_mid_upload_and_back_before_retries_run_out() {
+/// Starts a ~20 MB backup through a proxy that goes down after 12 MB went
+/// upstream: the second 8 MiB part is in flight. Returns the bucket, the
+/// proxy (to bring the store back) and the running backup.
+fn backup_cut_mid_upload(name: &str) -> (String, Proxy, Guard) {
     let pg = pg();
-    let db = pg.fresh_db("flap");
+    let db = pg.fresh_db(name);
     load_fixture(pg, &db, 300_000);
-    let bucket = garage().bucket("f-flap");
+    let bucket = garage().bucket(&format!("f-{name}"));
     let proxy = Proxy::start(garage().port);
-    // Down after 12 MB went upstream: the second 8 MiB part is in flight.
     proxy.cut_after(12_000_000);
-    let mut child = Guard::spawn(
+    let child = Guard::spawn(
         pgbackup_cmd(&["backup"], &proxied(&db, &bucket, &proxy))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped()),
     );
+    (bucket, proxy, child)
+}
+
+#[test]
+fn store_stopped_mid_upload_and_back_before_retries_run_out() {
+    let (bucket, proxy, mut child) = backup_cut_mid_upload("flap");
     eventually(
         "the store to go down mid-upload",
         Duration::from_secs(60),
@@ -329,17 +336,8 @@ fn a_slow_store_still_gets_a_whole_backup() {
 
 #[test]
 fn store_gone_for_good_fails_the_upload_stage_and_leaves_no_object() {
-    let pg = pg();
-    let db = pg.fresh_db("gone");
-    load_fixture(pg, &db, 300_000);
-    let bucket = garage().bucket("f-gone");
-    let proxy = Proxy::start(garage().port);
-    proxy.cut_after(12_000_000);
-    let mut child = Guard::spawn(
-        pgbackup_cmd(&["backup"], &proxied(&db, &bucket, &proxy))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped()),
-    );
+    // `_proxy` stays alive until the end: it is the only route to the store.
+    let (bucket, _proxy, mut child) = backup_cut_mid_upload("gone");
     let status = child
         .wait_timeout(Duration::from_secs(180))
         .expect("backup gives up");
