@@ -232,8 +232,8 @@ if [[ ${BENCH_PROFILE_MEMORY:-1} == 1 ]]; then
   bench_log "memory: peak RSS with and without a pinned mmap threshold"
   MEMORY=$(
     pinned=GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1048576
-    mem_run "zstd 3 (default)"
-    mem_run "zstd 3, $pinned" "$pinned"
+    mem_run "default compression"
+    mem_run "default compression, $pinned" "$pinned"
     mem_run "no compression" BACKUP_COMPRESSION=none
     mem_run "no compression, $pinned" BACKUP_COMPRESSION=none "$pinned"
   )

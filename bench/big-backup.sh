@@ -124,7 +124,7 @@ report() {
   echo "- date: $STARTED; one run"
   echo "$MACHINE" | sed 's/^/- /'
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "- pgbackup $PGB_VERSION ($PGB_COMMIT, release build; defaults: zstd 3); PostgreSQL $("$BENCH_PG_BIN/postgres" --version | awk '{print $3}'); Garage (single node, same machine, compression off)"
+  echo "- pgbackup $PGB_VERSION ($PGB_COMMIT, release build; defaults); PostgreSQL $("$BENCH_PG_BIN/postgres" --version | awk '{print $3}'); Garage (single node, same machine, compression off)"
   echo "- database: $ROWS rows of 1 KiB random bytea, pg_database_size $(bench_fmt_bytes "$DB_SIZE"), generated in ${GEN_S} s"
   echo
   echo "| measure | value |"

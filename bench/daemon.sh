@@ -168,7 +168,7 @@ report() {
   echo "$MACHINE" | sed 's/^/- /'
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- pgbackup $PGB_VERSION ($PGB_COMMIT, release build); PostgreSQL $("$BENCH_PG_BIN/postgres" --version | awk '{print $3}'); Garage (single node, same machine, compression off); wrk $WRK_VERSION"
-  echo "- database: pgbench -s $BENCH_PGBENCH_SCALE + $BENCH_EVENT_ROWS event rows, pg_database_size $(bench_fmt_bytes "$DB_SIZE"), generated in ${GEN_S} s; a backup of it: dump $(bench_fmt_bytes "$(med busy dump_bytes)"), stored $(bench_fmt_bytes "$(med busy stored_bytes)") (zstd 3), $(printf '%.1f' "$(med busy backup_s)") s while wrk ran"
+  echo "- database: pgbench -s $BENCH_PGBENCH_SCALE + $BENCH_EVENT_ROWS event rows, pg_database_size $(bench_fmt_bytes "$DB_SIZE"), generated in ${GEN_S} s; a backup of it: dump $(bench_fmt_bytes "$(med busy dump_bytes)"), stored $(bench_fmt_bytes "$(med busy stored_bytes)") (defaults), $(printf '%.1f' "$(med busy backup_s)") s while wrk ran"
   echo "- /metrics response: $METRICS_BYTES bytes"
   echo
   echo "| target | measured | |"

@@ -14,7 +14,7 @@
 #       to tell what (x) pays for its pipeline from what it pays for being
 #       serial
 #
-# Before the rounds, untimed: one `pgbackup backup` (defaults: zstd 3) and
+# Before the rounds, untimed: one `pgbackup backup` (its defaults) and
 # the local dump file. The variants then run interleaved (x y z w x y z w ...)
 # BENCH_RUNS times, each into a fresh database that is checked (row counts of
 # every table against the source) and dropped before the next run. After the
@@ -189,7 +189,7 @@ report() {
   echo "$MACHINE" | sed 's/^/- /'
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- PostgreSQL $("$BENCH_PG_BIN/postgres" --version | awk '{print $3}') (fsync off); pgbackup $PGB_VERSION ($PGB_COMMIT, release build); Garage (single node, same machine, compression off)"
-  echo "- dataset (BENCH_SCALE=$SCALE): pg_database_size $(bench_fmt_bytes "$DB_SIZE"), generated in ${GEN_S} s; backup \`$OBJECT\`: $(bench_fmt_bytes "$STORED") stored (zstd 3), dump $(bench_fmt_bytes "${DUMP_BYTES:-0}"), made in $(f1 "$BACKUP_S") s; local \`pg_dump -Fc -Z0\` file $(bench_fmt_bytes "$FILE_BYTES")"
+  echo "- dataset (BENCH_SCALE=$SCALE): pg_database_size $(bench_fmt_bytes "$DB_SIZE"), generated in ${GEN_S} s; backup \`$OBJECT\`: $(bench_fmt_bytes "$STORED") stored (defaults), dump $(bench_fmt_bytes "${DUMP_BYTES:-0}"), made in $(f1 "$BACKUP_S") s; local \`pg_dump -Fc -Z0\` file $(bench_fmt_bytes "$FILE_BYTES")"
   echo
   echo "| variant | wall, median (min–max) | × (z) | client CPU s | postgres CPU s | Garage CPU s | peak RSS (pgbackup / pg_restore) |"
   echo "|---|---|---|---|---|---|---|"

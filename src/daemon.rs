@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +38,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let cfg = Arc::new(cfg);
     let sched = schedule::parse(&cfg.cron_schedule).map_err(anyhow::Error::msg)?;
     let storage = Arc::new(Storage::from_config(&cfg).await?);
-    let listener = TcpListener::bind(cfg.listen)
-        .await
+    let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on BACKUP_LISTEN_ADDRESS {}", cfg.listen))?;
 
     let metrics = Metrics::new(cfg.database.name(), &pg_dump_version(&cfg).await);
@@ -63,7 +61,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     };
 
     let stop = CancellationToken::new();
-    let server = tokio::spawn(http::serve(listener, state.clone(), stop.clone()));
+    let server = http::spawn(listener, state.clone(), stop.clone())
+        .context("cannot start the HTTP server")?;
     tracing::info!(
         listen = %cfg.listen,
         schedule = %cfg.cron_schedule,
@@ -180,7 +179,7 @@ fn start_job(
     state.status.lock().expect("status").in_progress = true;
     tokio::spawn(async move {
         tracing::info!(database = %cfg.database.name(), "backup started");
-        job::run(&cfg, &storage, &cancel).await
+        job::run(&cfg, &storage, &cancel, job::Priority::Background).await
     })
 }
 

@@ -85,6 +85,12 @@ impl<W: Write + Send + 'static> Sink for io::BufWriter<W> {
     }
 }
 
+impl<W: Write + Send + 'static> Sink for crate::seekable::OffsetRecorder<W> {
+    fn finish(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
 impl<W: Write + Send + 'static> Sink for crate::archive::HoldBack<W> {
     fn finish(&mut self) -> io::Result<()> {
         self.release()

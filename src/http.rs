@@ -1,6 +1,7 @@
 //! The HTTP server of `pgbackup run` (hyper 1): `/metrics`, `/healthz`,
-//! `/health`, and `/` linking to them. It runs on its own tasks, so it keeps
-//! answering while a backup runs. Unknown paths get 404, other methods 405.
+//! `/health`, and `/` linking to them. It runs on a thread of its own with a
+//! single-threaded runtime, so a backup's work never queues in front of a
+//! scrape. Unknown paths get 404, other methods 405.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -89,7 +90,33 @@ pub fn health_of(
     }
 }
 
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+/// Starts the server on its own thread; the receiver fires once it stopped
+/// (after `shutdown`).
+pub fn spawn(
+    listener: std::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("pgbackup-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, state, shutdown).await,
+                    Err(e) => tracing::error!(error = %e, "cannot serve HTTP"),
+                }
+            });
+            let _ = done.send(());
+        })?;
+    Ok(stopped)
+}
+
+async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {

@@ -7,7 +7,7 @@
 //! every other ending aborts it. Nothing touches local disk on the way.
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
-use tokio_util::io::SyncIoBridge;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Compression, Config, Format};
@@ -44,11 +43,47 @@ pub struct Outcome {
     pub result: Result<BackupReport, JobError>,
 }
 
+/// How a backup shares the CPU with the rest of the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// As started (`pgbackup backup`: somebody is waiting for it).
+    Normal,
+    /// pg_dump and the compressor at nice 10 (`pgbackup run`): on a busy
+    /// host the daemon's /metrics and health endpoints keep answering fast
+    /// while a backup runs (bench/results/daemon.md).
+    Background,
+}
+
+impl Priority {
+    const BACKGROUND_NICE: libc::c_int = 10;
+
+    fn nice(self) -> Option<libc::c_int> {
+        match self {
+            Priority::Normal => None,
+            Priority::Background => Some(Self::BACKGROUND_NICE),
+        }
+    }
+}
+
+/// Lowers the calling thread's priority (Linux: setpriority with a thread id
+/// affects that thread only). Failure only means normal priority.
+fn renice_this_thread(nice: libc::c_int) {
+    // SAFETY: plain syscalls on the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
+    }
+}
+
 /// Runs one backup to the end (or until `cancel` fires) and reports it.
-pub async fn run(cfg: &Config, storage: &Storage, cancel: &CancellationToken) -> Outcome {
+pub async fn run(
+    cfg: &Config,
+    storage: &Storage,
+    cancel: &CancellationToken,
+    priority: Priority,
+) -> Outcome {
     let started = Utc::now();
     let t0 = Instant::now();
-    let result = backup(cfg, storage, cancel, started).await;
+    let result = backup(cfg, storage, cancel, started, priority).await;
     Outcome {
         database: cfg.database.name().to_string(),
         started,
@@ -63,6 +98,7 @@ async fn backup(
     storage: &Storage,
     cancel: &CancellationToken,
     started: DateTime<Utc>,
+    priority: Priority,
 ) -> Result<BackupReport, JobError> {
     let key = crate::naming::object_name(&cfg.prefix, started, cfg.format, cfg.compression);
     let server = cancellable(cancel, pg::server_info(&cfg.database)).await?;
@@ -83,6 +119,15 @@ async fn backup(
         // Its own process group, so that stopping it also stops anything it
         // started (wrapper scripts): no orphans.
         .process_group(0);
+    if let Some(nice) = priority.nice() {
+        // SAFETY: setpriority is async-signal-safe; runs in the forked child.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                Ok(())
+            });
+        }
+    }
     let mut child = cmd.spawn().map_err(|e| {
         JobError::permanent(
             Stage::Dump,
@@ -100,9 +145,25 @@ async fn backup(
     let stderr_task = tokio::spawn(pg::drain_tail(stderr));
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
-    let reader = SyncIoBridge::new(stdout);
     let compression = cfg.compression;
-    let compressor = tokio::task::spawn_blocking(move || compress(reader, compression, tx));
+    // The compressor reads the pipe with plain blocking reads on a thread of
+    // its own: no runtime wakeups per read, and its priority can be lowered
+    // without touching a pooled thread.
+    let reader = blocking_reader(stdout)
+        .map_err(|e| JobError::permanent(Stage::Dump, format!("pg_dump's output: {e}")))?;
+    let (done, compressor) = tokio::sync::oneshot::channel();
+    let nice = priority.nice();
+    std::thread::Builder::new()
+        .name("pgbackup-compress".into())
+        .spawn(move || {
+            if let Some(n) = nice {
+                renice_this_thread(n);
+            }
+            let _ = done.send(compress(reader, compression, tx));
+        })
+        .map_err(|e| {
+            JobError::transient(Stage::Compress, format!("cannot start the compressor: {e}"))
+        })?;
 
     let mut writer = storage.create(&key).await?;
     let uploaded: Result<(), JobError> = async {
@@ -221,9 +282,22 @@ async fn cancellable<T>(
     }
 }
 
+/// pg_dump's stdout as a blocking file: tokio hands it over non-blocking.
+fn blocking_reader(stdout: tokio::process::ChildStdout) -> std::io::Result<std::fs::File> {
+    let fd: OwnedFd = stdout.into_owned_fd()?;
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(std::fs::File::from(fd))
+}
+
 fn check_dump(
     status: std::io::Result<std::process::ExitStatus>,
-    counts: Result<Result<Counts, JobError>, tokio::task::JoinError>,
+    counts: Result<Result<Counts, JobError>, tokio::sync::oneshot::error::RecvError>,
     stderr_tail: &str,
     cancel: &CancellationToken,
 ) -> Result<Counts, JobError> {
@@ -253,7 +327,7 @@ fn check_dump(
         ));
     }
     let counts = counts
-        .map_err(|e| JobError::permanent(Stage::Compress, format!("compressor thread: {e}")))??;
+        .map_err(|_| JobError::permanent(Stage::Compress, "the compressor thread died"))??;
     if counts.dump_bytes == 0 {
         return Err(JobError::permanent(
             Stage::Dump,

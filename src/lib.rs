@@ -16,7 +16,8 @@
 //! - [`restore`], [`verify`]: restore, integrity check and restore drill,
 //!   over [`fetch`] (download -> sha256 -> decompression), [`catalog`] (our
 //!   backups, `latest`), [`archive`] (what a dump says while it streams) and
-//!   [`manifest`] (row counts recorded at backup time); [`presign`] URLs.
+//!   [`manifest`] (row counts recorded at backup time); [`presign`] URLs;
+//!   [`seekable`] fills in a spooled archive's data offsets for `--jobs`.
 //! - [`error`]: typed errors that know their stage and whether a retry may help.
 
 pub mod archive;
@@ -39,5 +40,6 @@ pub mod presign;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod seekable;
 pub mod storage;
 pub mod verify;

@@ -15,7 +15,8 @@
 //!   would end the outer transaction early; those two lines are left out.
 //! - `--jobs N`: pg_restore's parallel mode needs a seekable file and cannot
 //!   run in one transaction. The dump is spooled to an unlinked temp file
-//!   (checked against free space first) and restored only once the checksum
+//!   (checked against free space first), its data offsets are filled in
+//!   ([`crate::seekable`]), and it is restored only once the checksum
 //!   matched; a failure during the parallel restore leaves what was restored.
 //!
 //! The target's password reaches the tools as PGPASSWORD, never in argv.
@@ -36,6 +37,7 @@ use crate::config::{Config, Database, Format};
 use crate::error::{one_line, JobError, Stage};
 use crate::fetch::{self, Failure, Sink, Stored, Streamed};
 use crate::pg::{self, ServerInfo, Tools};
+use crate::seekable::OffsetRecorder;
 use crate::storage::Storage;
 
 /// Bytes of a custom archive held back until the checksum matched.
@@ -511,11 +513,11 @@ async fn run_parallel(
         )
     })?;
     let reader = fetch::open(storage, &stored.key, stage).await?;
-    let sink = BufWriter::with_capacity(1 << 20, file);
+    let sink = OffsetRecorder::new(BufWriter::with_capacity(1 << 20, file));
     let opts = fetch::Options {
         stage,
         drain_limit: fetch::DRAIN_LIMIT,
-        accept: |_: &BufWriter<std::fs::File>| None,
+        accept: |_: &OffsetRecorder<BufWriter<std::fs::File>>| None,
     };
     let (res, sink) = fetch::pump(reader, stored, sink, opts).await;
     let streamed = match res {
@@ -528,12 +530,24 @@ async fn run_parallel(
             ))
         }
     };
-    let file = sink
-        .expect("returned on success")
-        .into_inner()
-        .map_err(|e| {
-            JobError::permanent(stage, format!("writing the spool file: {}", e.error()))
-        })?;
+    let (buf, patches) = sink.expect("returned on success").into_parts();
+    let file = buf.into_inner().map_err(|e| {
+        JobError::permanent(stage, format!("writing the spool file: {}", e.error()))
+    })?;
+    // Where each table's data starts, as pg_dump records it when it writes
+    // to a file: pg_restore's workers then seek rather than scan.
+    match patches {
+        Ok(patches) => {
+            use std::os::unix::fs::FileExt;
+            for p in &patches {
+                file.write_at(&p.bytes, p.at).map_err(|e| {
+                    JobError::permanent(stage, format!("writing the spool file: {e}"))
+                })?;
+            }
+            tracing::debug!(offsets = patches.len(), "data offsets filled in");
+        }
+        Err(why) => tracing::info!("restoring without data offsets ({why}); pg_restore will scan"),
+    }
     let fd = file.as_raw_fd();
     let tool = "pg_restore";
     let mut cmd = tools.command(tool, target);

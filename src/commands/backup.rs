@@ -20,7 +20,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let notifications = Notifications::from_config(&cfg);
-    let outcome = job::run(&cfg, &storage, &cancel).await;
+    let outcome = job::run(&cfg, &storage, &cancel, job::Priority::Normal).await;
     let result = match &outcome.result {
         Ok(r) => {
             tracing::info!(

@@ -9,5 +9,6 @@ mod daemon;
 mod faults;
 pub mod notify;
 mod proxy;
+mod recovery;
 mod restore;
 mod retention;

@@ -679,6 +679,76 @@ fn parallel_restore_spools_verifies_and_leaves_no_file() {
     expect_failure(&run, 2, "invalid --jobs: ", "custom-format");
 }
 
+/// A dump written to a pipe (as every backup is), with the data offsets that
+/// `--jobs` fills in, is the archive pg_dump writes to a file: byte for byte,
+/// but for the creation time in the header.
+#[test]
+fn filled_in_offsets_are_the_ones_pg_dump_writes_to_a_file() {
+    use std::io::Write;
+    let pg = pg();
+    let src = source_db("offsets", 20_000);
+    let dump = |file: Option<&std::path::Path>| {
+        let mut c = std::process::Command::new(pg.bin.join("pg_dump"));
+        c.arg("-h").arg(&pg.sock).args([
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-Fc",
+            "-Z0",
+            "-d",
+            &src,
+        ]);
+        if let Some(f) = file {
+            c.arg("-f").arg(f);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let piped = dump(None);
+    let file = temp_dir("offsets").join("seekable.dump");
+    dump(Some(&file));
+    let seekable = std::fs::read(&file).unwrap();
+
+    let mut rec = pgbackup::seekable::OffsetRecorder::new(Vec::new());
+    for piece in piped.chunks(64 * 1024 + 7) {
+        rec.write_all(piece).unwrap();
+    }
+    let (mut patched, patches) = rec.into_parts();
+    let patches = patches.expect("every block found");
+    // Each table with data, and the large objects.
+    let listed = run_ok(
+        std::process::Command::new(pg.bin.join("pg_restore"))
+            .arg("-l")
+            .arg(&file),
+    );
+    let with_data = listed
+        .lines()
+        .filter(|l| !l.starts_with(';') && (l.contains(" TABLE DATA ") || l.contains(" BLOBS ")))
+        .count();
+    assert_eq!(patches.len(), with_data, "{listed}");
+    assert!(with_data >= 3, "{listed}");
+    for p in &patches {
+        patched[p.at as usize..][..p.bytes.len()].copy_from_slice(&p.bytes);
+    }
+    assert_eq!(patched.len(), seekable.len());
+    let differ: Vec<usize> = (0..patched.len())
+        .filter(|&i| patched[i] != seekable[i])
+        .collect();
+    // The header: magic, version, sizes, format, compression, then the
+    // creation time (seven 5-byte integers) ends before byte 64.
+    assert!(
+        differ.iter().all(|&i| i < 64),
+        "differs beyond the creation time, first at {:?}",
+        differ.iter().find(|&&i| i >= 64)
+    );
+}
+
 #[test]
 fn bad_names_are_usage_errors_and_missing_backups_fail() {
     let src = source_db("names", 10);
