@@ -25,9 +25,10 @@
 #   BENCH_RUNS=3                 rounds of (busy, idle)
 #   DAEMON_IDLE_SECONDS=60       idle period before RSS and over which CPU counts
 #   DAEMON_WRK_ARGS="-t2 -c16 -d15s"
-#   BENCH_PGBENCH_SCALE=30, BENCH_EVENT_ROWS=1200000   the database backed up
-#                                during the busy runs (~0.9 GB; a backup of it
-#                                outlasts a 15 s wrk run on this machine)
+#   BENCH_PGBENCH_SCALE=100, BENCH_EVENT_ROWS=3000000  the database backed up
+#                                during the busy runs (~2.5 GB, as in backup.sh;
+#                                with zstd 1 a 0.9 GB database backed up in 9 s,
+#                                shorter than a 15 s wrk run)
 #   BENCH_RESULTS                report path (default bench/results/daemon.md)
 #   PGBACKUP_BIN                 binary to test (default: cargo build --release)
 #
@@ -42,7 +43,7 @@ RUNS=${BENCH_RUNS:-3}
 IDLE_S=${DAEMON_IDLE_SECONDS:-60}
 read -r -a WRK_ARGS <<<"${DAEMON_WRK_ARGS:--t2 -c16 -d15s}"
 RESULTS=${BENCH_RESULTS:-$HERE/results/daemon.md}
-export BENCH_SCALE=full BENCH_PGBENCH_SCALE=${BENCH_PGBENCH_SCALE:-30} BENCH_EVENT_ROWS=${BENCH_EVENT_ROWS:-1200000}
+export BENCH_SCALE=full BENCH_PGBENCH_SCALE=${BENCH_PGBENCH_SCALE:-100} BENCH_EVENT_ROWS=${BENCH_EVENT_ROWS:-3000000}
 command -v wrk >/dev/null || bench_die "wrk not found: apt-get install -y wrk"
 
 DB=bench

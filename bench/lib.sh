@@ -300,6 +300,11 @@ EOF
     sleep 0.2
   done
   node=${node%%@*}
+  # The node id is readable before the RPC server listens: wait for that too.
+  until garage_cli status >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || bench_die "timed out waiting for garage's RPC"
+    sleep 0.2
+  done
   garage_cli layout assign -z dc1 -c 100G "$node" >/dev/null
   garage_cli layout apply --version 1 >/dev/null
   GARAGE_KEY_ID=GK$(bench_rand_hex 12)

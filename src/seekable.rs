@@ -51,8 +51,10 @@ pub struct OffsetRecorder<W> {
 }
 
 enum Phase {
-    /// Collecting the header and table of contents.
-    Head(Vec<u8>),
+    /// Collecting the header and table of contents; parsed again once the
+    /// buffer reaches the given length (doubling, so a large TOC is not
+    /// parsed over and over).
+    Head(Vec<u8>, usize),
     Blocks(Blocks),
     GaveUp(&'static str),
 }
@@ -91,7 +93,7 @@ impl<W: Write> OffsetRecorder<W> {
     pub fn new(inner: W) -> Self {
         OffsetRecorder {
             inner,
-            phase: Phase::Head(Vec::new()),
+            phase: Phase::Head(Vec::new(), 0),
             pos: 0,
         }
     }
@@ -102,10 +104,11 @@ impl<W: Write> OffsetRecorder<W> {
 
     /// The writer, and the patches that set every offset; Err says why
     /// there are none.
-    pub fn into_parts(self) -> (W, Result<Vec<Patch>, &'static str>) {
+    pub fn into_parts(mut self) -> (W, Result<Vec<Patch>, &'static str>) {
+        self.parse_head(true);
         let patches = match self.phase {
             Phase::GaveUp(why) => Err(why),
-            Phase::Head(_) => Err("the archive ended inside its table of contents"),
+            Phase::Head(..) => Err("the archive ended inside its table of contents"),
             Phase::Blocks(b) if b.step != Step::Kind || !b.int.is_empty() => {
                 Err("the archive ended inside a data block")
             }
@@ -136,27 +139,38 @@ impl<W: Write> OffsetRecorder<W> {
     fn observe(&mut self, data: &[u8]) {
         match &mut self.phase {
             Phase::GaveUp(_) => {}
-            Phase::Head(buf) => {
+            Phase::Head(buf, _) => {
                 buf.extend_from_slice(data);
-                match parse_head(buf) {
-                    Ok((toc, end)) => {
-                        let rest = buf[end..].to_vec();
-                        let base = end as u64;
-                        self.phase = Phase::Blocks(Blocks {
-                            toc,
-                            step: Step::Kind,
-                            found: HashMap::new(),
-                            block_start: base,
-                            int: Vec::new(),
-                        });
-                        self.scan(base, &rest);
-                    }
-                    Err(Parse::More) if buf.len() <= MAX_TOC => {}
-                    Err(Parse::More) => self.phase = Phase::GaveUp("table of contents too large"),
-                    Err(Parse::Bad(why)) => self.phase = Phase::GaveUp(why),
-                }
+                self.parse_head(false);
             }
             Phase::Blocks(_) => self.scan(self.pos, data),
+        }
+    }
+
+    /// Moves on to the blocks once the table of contents is complete.
+    fn parse_head(&mut self, now: bool) {
+        let Phase::Head(buf, next_try) = &mut self.phase else {
+            return;
+        };
+        if !now && buf.len() < *next_try {
+            return;
+        }
+        match parse_head(buf) {
+            Ok((toc, end)) => {
+                let rest = buf[end..].to_vec();
+                let base = end as u64;
+                self.phase = Phase::Blocks(Blocks {
+                    toc,
+                    step: Step::Kind,
+                    found: HashMap::new(),
+                    block_start: base,
+                    int: Vec::new(),
+                });
+                self.scan(base, &rest);
+            }
+            Err(Parse::More) if buf.len() <= MAX_TOC => *next_try = buf.len() * 2,
+            Err(Parse::More) => self.phase = Phase::GaveUp("table of contents too large"),
+            Err(Parse::Bad(why)) => self.phase = Phase::GaveUp(why),
         }
     }
 
