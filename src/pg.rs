@@ -31,37 +31,175 @@ pub fn major_of(version_num: u32) -> u32 {
     version_num / 10000
 }
 
-/// Connects with tokio-postgres (honouring sslmode) and runs `f` with the client.
+/// Connects with tokio-postgres, TLS as the URL's sslmode says.
 pub async fn connect(db: &Database) -> Result<tokio_postgres::Client, JobError> {
     let cfg = client_config(db.url_without_password(), db.password().map(|p| p.expose()))?;
-    let ssl = cfg.get_ssl_mode();
-    let mut tls = native_tls::TlsConnector::builder();
-    let mode = query_param(db.url_without_password(), "sslmode");
-    // libpq's `require` encrypts without checking the certificate; only
-    // verify-ca / verify-full check it.
-    match mode.as_deref() {
-        Some("verify-full") => {}
-        Some("verify-ca") => {
-            tls.danger_accept_invalid_hostnames(true);
-        }
-        _ => {
-            tls.danger_accept_invalid_certs(true);
-            tls.danger_accept_invalid_hostnames(true);
-        }
-    }
-    let tls = tls
-        .build()
+    let url = db.url_without_password();
+    let (mode, root) = (query_param(url, "sslmode"), query_param(url, "sslrootcert"));
+    let tls = tls::connector(mode.as_deref(), root.as_deref())
         .map_err(|e| JobError::permanent(Stage::Connect, format!("TLS setup: {e}")))?;
-    let connector = postgres_native_tls::MakeTlsConnector::new(tls);
-    let _ = ssl;
-    let (client, conn) = cfg
-        .connect(connector)
-        .await
-        .map_err(|e| connect_error(db, &e))?;
+    let (client, conn) = cfg.connect(tls).await.map_err(|e| connect_error(db, &e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(client)
+}
+
+/// rustls, the TLS stack the S3 and webhook clients use too (one stack, no
+/// OpenSSL in the process), with libpq's sslmode meanings: `verify-full`
+/// checks the chain and the host name, `verify-ca` the chain only, and the
+/// other modes encrypt without checking the certificate, as libpq does.
+/// The roots are the URL's `sslrootcert` file (pg_dump reads the same), else
+/// the system's (SSL_CERT_FILE / SSL_CERT_DIR).
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+    use tokio_postgres_rustls::MakeRustlsConnect;
+
+    pub fn connector(
+        sslmode: Option<&str>,
+        root_file: Option<&str>,
+    ) -> Result<MakeRustlsConnect, Error> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let config = match sslmode {
+            Some(mode @ ("verify-full" | "verify-ca")) => {
+                let mut roots = rustls::RootCertStore::empty();
+                match root_file {
+                    Some(path) => {
+                        let certs = CertificateDer::pem_file_iter(path)
+                            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                            .map_err(|e| Error::General(format!("sslrootcert {path}: {e}")))?;
+                        roots.add_parsable_certificates(certs);
+                    }
+                    None => {
+                        roots.add_parsable_certificates(
+                            rustls_native_certs::load_native_certs().certs,
+                        );
+                    }
+                }
+                let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| Error::General(e.to_string()))?;
+                if mode == "verify-full" {
+                    builder.with_webpki_verifier(chain)
+                } else {
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+                }
+            }
+            _ => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unchecked(provider))),
+        };
+        Ok(MakeRustlsConnect::new(config.with_no_client_auth()))
+    }
+
+    /// `verify-ca`: a chain to a trusted root, whatever name it is for.
+    #[derive(Debug)]
+    struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
+    /// `prefer` / `require`: any certificate, but the handshake is still
+    /// signed by its key.
+    #[derive(Debug)]
+    struct Unchecked(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for Unchecked {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 }
 
 pub async fn server_info(db: &Database) -> Result<ServerInfo, JobError> {

@@ -1,6 +1,8 @@
 //! Round trips: back up with pgbackup, read the object back with an
 //! independent client and the standard tools, restore, compare every table.
 
+use std::path::{Path, PathBuf};
+
 use crate::harness::*;
 
 fn base_env(db_url: &str) -> Vec<(String, String)> {
@@ -210,4 +212,91 @@ fn naming_ok(key: &str, prefix: &str, ext: &str) -> bool {
         return false;
     };
     chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d_%H-%M-%S").is_ok()
+}
+
+/// A CA and a server certificate for `localhost` signed by it, made with
+/// the openssl command line tool (from the ca-certificates dependencies).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = |script: &str| {
+        run_ok(
+            std::process::Command::new("bash")
+                .args(["-ec", script])
+                .current_dir(dir),
+        )
+    };
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+          -keyout ca.key -out ca.crt -days 2 -subj /CN=pgbackup-test-ca 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+          -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+        printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+          -out server.crt -days 2 -extfile ext 2>/dev/null",
+    );
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+/// sslmode as libpq means it, for pgbackup's own connection and pg_dump's.
+#[test]
+fn tls_follows_sslmode_and_sslrootcert() {
+    let pg2 = Postgres::start_dedicated();
+    let db = pg2.fresh_db("tls");
+    load_fixture(&pg2, &db, 100);
+    let dir = temp_dir("tls");
+    let (ca, cert, key) = tls_files(&dir);
+    pg2.require_tls(&cert, &key);
+    let url = |host: &str, query: &str| {
+        format!(
+            "postgres://postgres:{}@{host}:{}/{db}?{query}",
+            pg2.password, pg2.port
+        )
+    };
+    let ca = ca.to_str().unwrap();
+    let backup = |url: &str| {
+        let out = temp_dir("tls-out");
+        pgbackup(
+            &["backup"],
+            &vars(&[
+                ("BACKUP_DATABASE_URL", url),
+                ("BACKUP_LOCAL_DIR", out.to_str().unwrap()),
+            ]),
+        )
+    };
+    // Encrypted without a check of the certificate: the server refuses
+    // anything else.
+    for query in ["sslmode=require", "sslmode=prefer", ""] {
+        let run = backup(&url("127.0.0.1", query));
+        assert_eq!(run.code, 0, "{query}: {}", run.all());
+    }
+    let run = backup(&url("127.0.0.1", "sslmode=disable"));
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no encryption"), "{}", run.stderr);
+    // Checked against the CA in sslrootcert, with and without the name.
+    for (host, mode) in [("localhost", "verify-full"), ("127.0.0.1", "verify-ca")] {
+        let run = backup(&url(host, &format!("sslmode={mode}&sslrootcert={ca}")));
+        assert_eq!(run.code, 0, "{mode}: {}", run.all());
+    }
+    // The wrong name, and a CA the system does not trust.
+    let run = backup(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ));
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("connect failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
+    let run = backup(&url("localhost", "sslmode=verify-full"));
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        run.stderr
+    );
 }

@@ -310,6 +310,29 @@ impl Postgres {
         self.run_server();
     }
 
+    /// Turns TLS on with this server certificate and key, and refuses
+    /// connections over TCP that do not use it.
+    pub fn require_tls(&self, cert: &Path, key: &Path) {
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let dest = self.data.join(to);
+            std::fs::copy(from, &dest).unwrap();
+            std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            if let Some((uid, gid)) = postgres_ids() {
+                std::os::unix::fs::chown(&dest, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let hba = self.data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("hostnossl all all 0.0.0.0/0 reject\n{old}")).unwrap();
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        // The reload is asynchronous: wait until a new session sees it.
+        wait_until("TLS to be on", Duration::from_secs(10), || {
+            self.psql("postgres", "SHOW ssl").trim() == "on"
+        });
+    }
+
     /// Runs SQL as the superuser over the socket; returns unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         run_ok(self.psql_cmd(db).args(["-c", sql]))
