@@ -333,6 +333,16 @@ impl Postgres {
         });
     }
 
+    /// A client tool of this server's version, connected as the superuser
+    /// over the socket.
+    pub fn tool_cmd(&self, tool: &str) -> Command {
+        let mut c = Command::new(self.bin.join(tool));
+        c.arg("-h")
+            .arg(&self.sock)
+            .args(["-p", &self.port.to_string(), "-U", "postgres"]);
+        c
+    }
+
     /// Runs SQL as the superuser over the socket; returns unaligned output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         run_ok(self.psql_cmd(db).args(["-c", sql]))
@@ -778,16 +788,8 @@ pub fn restore_cli(pg: &Postgres, db: &str, dump: &[u8], plain: bool) {
         c.arg("--single-transaction");
         c
     } else {
-        let mut c = Command::new(pg.bin.join("pg_restore"));
-        c.arg("-h").arg(&pg.sock).args([
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "--exit-on-error",
-            "-d",
-            db,
-        ]);
+        let mut c = pg.tool_cmd("pg_restore");
+        c.args(["--exit-on-error", "-d", db]);
         c
     };
     let mut child = cmd

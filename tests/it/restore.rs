@@ -688,17 +688,8 @@ fn filled_in_offsets_are_the_ones_pg_dump_writes_to_a_file() {
     let pg = pg();
     let src = source_db("offsets", 20_000);
     let dump = |file: Option<&std::path::Path>| {
-        let mut c = std::process::Command::new(pg.bin.join("pg_dump"));
-        c.arg("-h").arg(&pg.sock).args([
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-Fc",
-            "-Z0",
-            "-d",
-            &src,
-        ]);
+        let mut c = pg.tool_cmd("pg_dump");
+        c.args(["-Fc", "-Z0", "-d", &src]);
         if let Some(f) = file {
             c.arg("-f").arg(f);
         }
