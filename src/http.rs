@@ -98,7 +98,11 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     listener.set_nonblocking(true)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers: while the host is saturated (a backup on two cores), a
+    // descheduled worker does not stall every open connection.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("pgbackup-http")
         .enable_all()
         .build()?;
     let (done, stopped) = tokio::sync::oneshot::channel();
