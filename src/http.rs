@@ -1,7 +1,7 @@
 //! The HTTP server of `pgbackup run` (hyper 1): `/metrics`, `/healthz`,
-//! `/health`, and `/` linking to them. It runs on a thread of its own with a
-//! single-threaded runtime, so a backup's work never queues in front of a
-//! scrape. Unknown paths get 404, other methods 405.
+//! `/health`, and `/` linking to them. It runs on a runtime of its own (two
+//! workers), so a backup's work never queues in front of a scrape. Unknown
+//! paths get 404, other methods 405.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -90,7 +90,7 @@ pub fn health_of(
     }
 }
 
-/// Starts the server on its own thread; the receiver fires once it stopped
+/// Starts the server on its own runtime; the receiver fires once it stopped
 /// (after `shutdown`).
 pub fn spawn(
     listener: std::net::TcpListener,
