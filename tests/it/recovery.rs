@@ -33,11 +33,7 @@ impl Store {
     fn stored(&self) -> Vec<String> {
         match self {
             Store::Bucket(b) => garage().keys(b),
-            Store::Dir(d) => std::fs::read_dir(d)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with('.'))
-                .collect(),
+            Store::Dir(d) => names(d, false),
         }
     }
 
@@ -48,13 +44,19 @@ impl Store {
                 0 => vec![],
                 n => vec![format!("{n} pending multipart upload(s)")],
             },
-            Store::Dir(d) => std::fs::read_dir(d)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with('.'))
-                .collect(),
+            Store::Dir(d) => names(d, true),
         }
     }
+}
+
+/// The file names in `dir`: the hidden ones (local storage's temp files) or
+/// the others.
+fn names(dir: &std::path::Path, hidden: bool) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') == hidden)
+        .collect()
 }
 
 /// One fault, seen through a running daemon.
