@@ -17,9 +17,107 @@ pub fn jittered(retry: u32, base: Duration, max: Duration) -> Duration {
     delay(retry, base, max, rand::random::<f64>())
 }
 
+/// How often and how patiently to retry one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Retries after the first attempt.
+    pub retries: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// The one retry loop: runs `op` until it succeeds, fails with an error
+/// `retryable` rejects, or `policy.retries` retries are spent. `on_retry`
+/// sees each error before its jittered wait (for a log line).
+pub async fn retry<T, E, Fut>(
+    policy: Policy,
+    mut op: impl FnMut() -> Fut,
+    retryable: impl Fn(&E) -> bool,
+    mut on_retry: impl FnMut(&E, u32, Duration),
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < policy.retries && retryable(&e) => {
+                let wait = jittered(attempt, policy.base, policy.max);
+                on_retry(&e, attempt + 1, wait);
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: Policy = Policy {
+        retries: 3,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_errors_then_gives_up() {
+        let mut calls = 0;
+        let mut waits = Vec::new();
+        let r: Result<(), &str> = retry(
+            P,
+            || {
+                calls += 1;
+                async { Err("503") }
+            },
+            |_| true,
+            |_, n, w| waits.push((n, w)),
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 4, "the first attempt and three retries");
+        assert_eq!(waits.iter().map(|w| w.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(waits[2].1 >= 4 * S && waits[2].1 <= 5 * S);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_at_success_or_a_permanent_error() {
+        let mut calls = 0;
+        let r: Result<u32, &str> = retry(
+            P,
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 2 {
+                        Err("blip")
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            |_| true,
+            |_, _, _| {},
+        )
+        .await;
+        assert_eq!(r, Ok(2));
+        let mut calls = 0;
+        let r: Result<(), &str> = retry(
+            P,
+            || {
+                calls += 1;
+                async { Err("403") }
+            },
+            |e| *e != "403",
+            |_, _, _| {},
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
 
     const S: Duration = Duration::from_secs(1);
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Format;
 use crate::error::{ConfigError, JobError, Stage};
 use crate::naming;
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 
 /// One backup as the listing shows it; time, format and compression come from its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +50,15 @@ pub fn wanted(prefix: &str, name: &str) -> Result<Wanted, ConfigError> {
 }
 
 /// Our backups under `prefix`, newest first. Errors carry `stage`.
-pub async fn list(storage: &Storage, prefix: &str, stage: Stage) -> Result<Vec<Backup>, JobError> {
-    let objects = storage.list(prefix).await.map_err(|e| restage(e, stage))?;
+pub async fn list(
+    storage: &dyn ObjectStore,
+    prefix: &str,
+    stage: Stage,
+) -> Result<Vec<Backup>, JobError> {
+    let objects = storage
+        .list(prefix)
+        .await
+        .map_err(|e| JobError::storage(stage, e))?;
     Ok(select(
         prefix,
         objects.into_iter().map(|o| (o.key, o.size)).collect(),
@@ -79,7 +86,7 @@ pub fn select(prefix: &str, objects: Vec<(String, u64)>) -> Vec<Backup> {
 
 /// Finds the backup `wanted` names in storage.
 pub async fn resolve(
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     prefix: &str,
     wanted: &Wanted,
     stage: Stage,
@@ -104,13 +111,6 @@ fn pick(all: Vec<Backup>, wanted: &Wanted) -> Result<Backup, String> {
             .find(|b| &b.key == k)
             .ok_or_else(|| format!("backup {k} not found")),
     }
-}
-
-/// Storage errors carry the stage of their first user (listing says
-/// `retention`); restore and verify report them as their own.
-pub fn restage(mut e: JobError, stage: Stage) -> JobError {
-    e.stage = stage;
-    e
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::http::{self, AppState, LastError, Status};
 use crate::job::{self, Outcome};
 use crate::metrics::Metrics;
 use crate::notify::Notifications;
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 use crate::verify::{self, DrillReport};
 use crate::{naming, pg, retention, schedule};
 
@@ -37,7 +37,7 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let sched = schedule::parse(&cfg.cron_schedule).map_err(anyhow::Error::msg)?;
-    let storage = Arc::new(Storage::from_config(&cfg).await?);
+    let storage = crate::storage::open(&cfg.storage).await;
     let listener = std::net::TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on BACKUP_LISTEN_ADDRESS {}", cfg.listen))?;
 
@@ -49,7 +49,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         max_age: cfg.max_age,
         started: Utc::now(),
     });
-    seed_from_storage(&cfg, &storage, &state).await;
+    seed_from_storage(&cfg, storage.as_ref(), &state).await;
 
     let notifications = Notifications::from_config(&cfg);
     let after = After {
@@ -151,7 +151,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
 
 fn start_drill(
     cfg: &Arc<Config>,
-    storage: &Arc<Storage>,
+    storage: &Arc<dyn ObjectStore>,
     stop: &CancellationToken,
 ) -> JoinHandle<DrillResult> {
     let (cfg, storage, cancel) = (cfg.clone(), storage.clone(), stop.child_token());
@@ -160,14 +160,14 @@ fn start_drill(
         tracing::info!(database = %cfg.database.name(), "restore drill started");
         (
             started,
-            verify::drill_until(&cfg, &storage, "latest", &cancel).await,
+            verify::drill_until(&cfg, storage.as_ref(), "latest", &cancel).await,
         )
     })
 }
 
 fn start_job(
     cfg: &Arc<Config>,
-    storage: &Arc<Storage>,
+    storage: &Arc<dyn ObjectStore>,
     metrics: &Metrics,
     state: &Arc<AppState>,
     stop: &CancellationToken,
@@ -179,7 +179,7 @@ fn start_job(
     state.status.lock().expect("status").in_progress = true;
     tokio::spawn(async move {
         tracing::info!(database = %cfg.database.name(), "backup started");
-        job::run(&cfg, &storage, &cancel, job::Priority::Background).await
+        job::run(&cfg, storage.as_ref(), &cancel, job::Priority::Background).await
     })
 }
 
@@ -187,7 +187,7 @@ fn start_job(
 /// their own tasks: they never delay the schedule.
 struct After {
     cfg: Arc<Config>,
-    storage: Arc<Storage>,
+    storage: Arc<dyn ObjectStore>,
     metrics: Metrics,
     state: Arc<AppState>,
     notifications: Notifications,
@@ -205,7 +205,7 @@ impl After {
                 report.clone(),
             );
             tokio::spawn(async move {
-                match retention::after_backup(&cfg, &storage, &report).await {
+                match retention::after_backup(&cfg, storage.as_ref(), &report.key).await {
                     Ok(r) => {
                         metrics.add_retention_deleted(r.deleted.len() as u64);
                         metrics.set_stored(r.stored_objects, r.stored_bytes);
@@ -216,7 +216,7 @@ impl After {
             });
         }
         // A backup stopped by our own shutdown is not news to anyone.
-        if matches!(&o.result, Err(e) if e.stage == crate::error::Stage::Cancelled) {
+        if matches!(&o.result, Err(e) if e.is_cancelled()) {
             return;
         }
         self.notify(o, previous_ok, next);
@@ -254,7 +254,7 @@ impl After {
                     "restore drill passed"
                 );
             }
-            Err(e) if e.stage == crate::error::Stage::Cancelled => {}
+            Err(e) if e.is_cancelled() => {}
             Err(e) => {
                 self.metrics.count_failure(crate::error::Stage::Verify);
                 tracing::error!(database = %self.cfg.database.name(), error = %e.message, "restore drill failed");
@@ -263,10 +263,7 @@ impl After {
                     started,
                     finished: Utc::now(),
                     duration: (Utc::now() - started).to_std().unwrap_or_default(),
-                    result: Err(crate::error::JobError {
-                        stage: crate::error::Stage::Verify,
-                        ..e
-                    }),
+                    result: Err(e.at(crate::error::Stage::Verify)),
                 };
                 self.notify(o, None, next);
             }
@@ -277,6 +274,13 @@ impl After {
 fn record(o: &Outcome, metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
     metrics.set_in_progress(false);
     metrics.record(o);
+    if let Err(e) = &o.result {
+        if e.is_cancelled() {
+            state.status.lock().expect("status").in_progress = false;
+            tracing::info!(database = %o.database, "backup cancelled by shutdown; nothing was stored");
+            return;
+        }
+    }
     let mut st = state.status.lock().expect("status");
     st.in_progress = false;
     st.last_attempt = Some(o.finished);
@@ -323,7 +327,7 @@ fn publish_next(metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>
 
 /// After a restart, the newest backup in storage is the last success: the
 /// metrics should not claim that no backup ever succeeded.
-async fn seed_from_storage(cfg: &Config, storage: &Storage, state: &AppState) {
+async fn seed_from_storage(cfg: &Config, storage: &dyn ObjectStore, state: &AppState) {
     match storage.list(&cfg.prefix).await {
         Ok(objects) => {
             let ours: Vec<_> = objects

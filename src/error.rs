@@ -1,13 +1,19 @@
-//! Typed errors. Every failure knows the stage it happened in (for the
-//! `backup_failures_total{stage}` metric and the one-line message) and whether
-//! trying again could help (the same split drives S3 part and webhook retries).
+//! Typed errors for the job layer. The storage layer has its own
+//! [`crate::storage::StoreError`] and knows no stages; the job and the daemon
+//! attach the [`Stage`] at their boundary. A [`Kind`] decides what the caller
+//! does: retry (the same split drives S3 part and webhook retries), give up,
+//! or exit 2 for a configuration problem. Cancellation is a kind, not a
+//! stage, so a shutdown never counts as a failure.
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 /// Where in a job a failure happened. The names are the `stage` label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     Config,
+    Credentials,
     Connect,
     Version,
     Dump,
@@ -17,12 +23,12 @@ pub enum Stage {
     Verify,
     Restore,
     Notify,
-    Cancelled,
 }
 
 impl Stage {
     pub const ALL: [Stage; 11] = [
         Stage::Config,
+        Stage::Credentials,
         Stage::Connect,
         Stage::Version,
         Stage::Dump,
@@ -32,12 +38,12 @@ impl Stage {
         Stage::Verify,
         Stage::Restore,
         Stage::Notify,
-        Stage::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Config => "config",
+            Stage::Credentials => "credentials",
             Stage::Connect => "connect",
             Stage::Version => "version",
             Stage::Dump => "dump",
@@ -47,7 +53,6 @@ impl Stage {
             Stage::Verify => "verify",
             Stage::Restore => "restore",
             Stage::Notify => "notify",
-            Stage::Cancelled => "cancelled",
         }
     }
 }
@@ -58,43 +63,106 @@ impl fmt::Display for Stage {
     }
 }
 
-/// Whether repeating the same operation may succeed.
+/// What the caller should do about a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Network blips, 5xx, throttling, timeouts.
+pub enum Kind {
+    /// Network blips, 5xx, throttling, timeouts: the same call may succeed.
     Transient,
     /// Bad credentials, missing bucket, pg_dump errors: the same call fails again.
     Permanent,
+    /// The configuration cannot work (exit 2): fix a variable, not the service.
+    Config,
+    /// Stopped by our own shutdown: not a failure, not news to anyone.
+    Cancelled,
 }
 
-/// A failed job step: one line, never containing a secret.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{stage} failed: {message}")]
+pub type BoxError = Arc<dyn StdError + Send + Sync + 'static>;
+
+/// A failed job step: one line, never containing a secret, with the
+/// underlying error kept as its source.
+#[derive(Debug, Clone)]
 pub struct JobError {
     pub stage: Stage,
-    pub retry: Retry,
+    pub kind: Kind,
     pub message: String,
+    source: Option<BoxError>,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Kind::Cancelled => write!(f, "cancelled: {}", self.message),
+            _ => write!(f, "{} failed: {}", self.stage, self.message),
+        }
+    }
+}
+
+impl StdError for JobError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
 }
 
 impl JobError {
-    pub fn new(stage: Stage, retry: Retry, message: impl Into<String>) -> Self {
+    pub fn new(stage: Stage, kind: Kind, message: impl Into<String>) -> Self {
         JobError {
             stage,
-            retry,
+            kind,
             message: one_line(&message.into()),
+            source: None,
         }
     }
 
     pub fn permanent(stage: Stage, message: impl Into<String>) -> Self {
-        Self::new(stage, Retry::Permanent, message)
+        Self::new(stage, Kind::Permanent, message)
     }
 
     pub fn transient(stage: Stage, message: impl Into<String>) -> Self {
-        Self::new(stage, Retry::Transient, message)
+        Self::new(stage, Kind::Transient, message)
+    }
+
+    /// Stopped by shutdown while in `stage`.
+    pub fn cancelled(stage: Stage, message: impl Into<String>) -> Self {
+        Self::new(stage, Kind::Cancelled, message)
+    }
+
+    /// A storage error, attached to the stage of the caller that met it.
+    pub fn storage(stage: Stage, e: crate::storage::StoreError) -> Self {
+        use crate::storage::StoreError as S;
+        let kind = match &e {
+            S::Transient { .. } => Kind::Transient,
+            S::Credentials { .. } => Kind::Config,
+            S::NotFound { .. } | S::AlreadyExists { .. } | S::Permanent { .. } => Kind::Permanent,
+        };
+        let stage = match &e {
+            S::Credentials { .. } => Stage::Credentials,
+            _ => stage,
+        };
+        let message = e.to_string();
+        Self::new(stage, kind, message).with_source(e)
+    }
+
+    /// Keeps `source` as the cause; the message stays the one line it was.
+    pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The same failure reported under another stage (a drill's restore
+    /// failure is a `verify` failure of the daemon).
+    pub fn at(mut self, stage: Stage) -> Self {
+        self.stage = stage;
+        self
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.retry == Retry::Transient
+        self.kind == Kind::Transient
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == Kind::Cancelled
     }
 }
 
@@ -128,6 +196,7 @@ pub fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StoreError;
 
     #[test]
     fn messages_are_one_line() {
@@ -135,5 +204,29 @@ mod tests {
         assert_eq!(e.to_string(), "dump failed: pg_dump: error: x; detail: y");
         assert!(!e.is_retryable());
         assert!(JobError::transient(Stage::Upload, "503").is_retryable());
+    }
+
+    #[test]
+    fn cancellation_is_not_a_failure() {
+        let e = JobError::cancelled(Stage::Upload, "backup stopped by shutdown");
+        assert_eq!(e.to_string(), "cancelled: backup stopped by shutdown");
+        assert!(e.is_cancelled() && !e.is_retryable());
+    }
+
+    #[test]
+    fn storage_errors_take_the_callers_stage_and_keep_their_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = JobError::storage(
+            Stage::Retention,
+            StoreError::transient("listing s3://b", io),
+        );
+        assert_eq!(e.stage, Stage::Retention);
+        assert!(e.is_retryable());
+        let src = StdError::source(&e).expect("store error kept");
+        let io_src = src.source().expect("io error kept");
+        assert_eq!(io_src.to_string(), "reset by peer");
+
+        let e = JobError::storage(Stage::Upload, StoreError::credentials("no credentials"));
+        assert_eq!((e.stage, e.kind), (Stage::Credentials, Kind::Config));
     }
 }

@@ -12,9 +12,9 @@ use std::io::{self, Read, Write};
 use sha2::{Digest, Sha256};
 use tokio_util::io::SyncIoBridge;
 
-use crate::catalog::{restage, Backup};
-use crate::error::{JobError, Retry, Stage};
-use crate::storage::{ObjectReader, Storage};
+use crate::catalog::Backup;
+use crate::error::{JobError, Kind, Stage};
+use crate::storage::{ObjectReader, ObjectStore};
 
 /// After the sink failed (pg_restore exited, say) the rest of the object is
 /// still read to tell corruption from other causes, but only this much of it.
@@ -34,8 +34,15 @@ pub struct Stored {
 }
 
 /// Reads a backup's metadata (S3 user metadata, or the local sidecar).
-pub async fn stored(storage: &Storage, b: &Backup, stage: Stage) -> Result<Stored, JobError> {
-    let meta = storage.head(&b.key).await.map_err(|e| restage(e, stage))?;
+pub async fn stored(
+    storage: &dyn ObjectStore,
+    b: &Backup,
+    stage: Stage,
+) -> Result<Stored, JobError> {
+    let meta = storage
+        .head(&b.key)
+        .await
+        .map_err(|e| JobError::storage(stage, e))?;
     let num = |k: &str| meta.extra.get(k).and_then(|v| v.trim().parse::<u64>().ok());
     let sha = meta.sha256.trim().to_ascii_lowercase();
     Ok(Stored {
@@ -108,8 +115,15 @@ pub struct Options<S> {
 }
 
 /// Opens the object for reading.
-pub async fn open(storage: &Storage, key: &str, stage: Stage) -> Result<ObjectReader, JobError> {
-    storage.get(key).await.map_err(|e| restage(e, stage))
+pub async fn open(
+    storage: &dyn ObjectStore,
+    key: &str,
+    stage: Stage,
+) -> Result<ObjectReader, JobError> {
+    storage
+        .get(key)
+        .await
+        .map_err(|e| JobError::storage(stage, e))
 }
 
 /// Streams `reader` into `sink` and judges the result. The sink comes back
@@ -226,7 +240,7 @@ fn pump_blocking<R: Read, S: Sink>(
     let read_err = |bytes: u64, e: &io::Error| {
         Failure::Job(JobError::new(
             stage,
-            Retry::Transient,
+            Kind::Transient,
             format!("reading {key} from storage failed after {bytes} bytes: {e}"),
         ))
     };

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Compression, Config, Format};
 use crate::error::{JobError, Stage};
 use crate::pg;
-use crate::storage::{self, ObjectMeta, Storage};
+use crate::storage::{self, ObjectMeta, ObjectStore};
 
 /// What a successful backup produced; metrics and notifications read this.
 #[derive(Debug, Clone)]
@@ -77,7 +77,7 @@ fn renice_this_thread(nice: libc::c_int) {
 /// Runs one backup to the end (or until `cancel` fires) and reports it.
 pub async fn run(
     cfg: &Config,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     cancel: &CancellationToken,
     priority: Priority,
 ) -> Outcome {
@@ -95,7 +95,7 @@ pub async fn run(
 
 async fn backup(
     cfg: &Config,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     cancel: &CancellationToken,
     started: DateTime<Utc>,
     priority: Priority,
@@ -165,12 +165,13 @@ async fn backup(
             JobError::transient(Stage::Compress, format!("cannot start the compressor: {e}"))
         })?;
 
-    let mut writer = storage.create(&key).await?;
+    let upload = |e| JobError::storage(Stage::Upload, e);
+    let mut writer = storage.create(&key).await.map_err(upload)?;
     let uploaded: Result<(), JobError> = async {
         loop {
             tokio::select! {
                 part = rx.recv() => match part {
-                    Some(p) => writer.write_part(p).await?,
+                    Some(p) => writer.write_part(p).await.map_err(upload)?,
                     None => return Ok(()),
                 },
                 _ = cancel.cancelled() => return Err(cancelled()),
@@ -269,7 +270,7 @@ fn ascii_only(s: &str) -> String {
 }
 
 fn cancelled() -> JobError {
-    JobError::permanent(Stage::Cancelled, "backup stopped by shutdown")
+    JobError::cancelled(Stage::Dump, "backup stopped by shutdown")
 }
 
 async fn cancellable<T>(

@@ -20,7 +20,7 @@ use crate::config::{Config, Database};
 use crate::error::{JobError, Stage};
 use crate::pg;
 use crate::restore::{pg_err, quote_ident};
-use crate::storage::{ObjectMeta, Storage, Writer};
+use crate::storage::{ObjectMeta, ObjectStore, ObjectWriter};
 
 /// What follows a backup's name in its manifest's name.
 pub const SUFFIX: &str = ".manifest.json";
@@ -141,90 +141,48 @@ async fn capture_inner(db: &Database, backup: &str) -> Result<Manifest, JobError
     })
 }
 
-/// Writes the manifest of backup `key`: on S3 with its sha256 as metadata;
-/// locally as one file beside the backup (temp name, fsync, rename), with no
-/// `.sha256` sidecar of its own.
-pub async fn store(storage: &Storage, key: &str, m: &Manifest) -> Result<(), JobError> {
+/// Writes the manifest of backup `key`. It carries no sha256 of its own
+/// (locally that would be one more sidecar); a damaged one fails to parse.
+pub async fn store(storage: &dyn ObjectStore, key: &str, m: &Manifest) -> Result<(), JobError> {
     let body = serde_json::to_vec_pretty(m)
         .map_err(|e| JobError::permanent(Stage::Upload, format!("manifest: {e}")))?;
-    let name = object_name(key);
-    match storage {
-        Storage::Local(l) => write_local(&l.path_of(&name), &body)
-            .await
-            .map_err(|e| JobError::permanent(Stage::Upload, format!("writing {name}: {e}"))),
-        Storage::S3(_) => {
-            let meta = ObjectMeta {
-                sha256: hex::encode(Sha256::digest(&body)),
-                ..Default::default()
-            };
-            let mut w = storage.create(&name).await?;
-            if let Err(e) = w.write_part(Bytes::from(body)).await {
-                w.abort().await;
-                return Err(e);
-            }
-            w.commit(&meta).await
-        }
-    }
-}
-
-async fn write_local(path: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
-    use tokio::io::AsyncWriteExt;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    tokio::fs::create_dir_all(dir).await?;
-    let base = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("manifest");
-    // Hidden and not backup-shaped: never listed, even if left by a crash.
-    let tmp = dir.join(format!(".{base}.{:016x}.partial", rand::random::<u64>()));
-    let res = async {
-        let mut f = tokio::fs::File::create(&tmp).await?;
-        f.write_all(body).await?;
-        f.sync_all().await?;
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if res.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    res
+    storage
+        .put(&object_name(key), Bytes::from(body), &ObjectMeta::default())
+        .await
+        .map_err(|e| JobError::storage(Stage::Upload, e))
 }
 
 /// Reads the manifest of backup `key`; None when it has none.
 pub async fn load(
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     key: &str,
     stage: Stage,
 ) -> Result<Option<Manifest>, JobError> {
     let name = object_name(key);
-    let listed = storage
-        .list(&name)
-        .await
-        .map_err(|e| crate::catalog::restage(e, stage))?;
-    if !listed.iter().any(|o| o.key == name) {
-        return Ok(None);
-    }
-    let meta = storage
-        .head(&name)
-        .await
-        .map_err(|e| crate::catalog::restage(e, stage))?;
+    let meta = match storage.head(&name).await {
+        Ok(m) => m,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(JobError::storage(stage, e)),
+    };
     let mut body = Vec::new();
     storage
         .get(&name)
         .await
-        .map_err(|e| crate::catalog::restage(e, stage))?
+        .map_err(|e| JobError::storage(stage, e))?
         .take(64 << 20)
         .read_to_end(&mut body)
         .await
-        .map_err(|e| JobError::transient(stage, format!("reading {name}: {e}")))?;
+        .map_err(|e| JobError::transient(stage, format!("reading {name}: {e}")).with_source(e))?;
+    // Manifests written before 0.2 carry a sha256 on S3.
     if !meta.sha256.is_empty() && meta.sha256 != hex::encode(Sha256::digest(&body)) {
         return Err(JobError::permanent(
             stage,
             format!("{name}: checksum mismatch"),
         ));
     }
-    let m: Manifest = serde_json::from_slice(&body)
-        .map_err(|e| JobError::permanent(stage, format!("{name} is not a manifest: {e}")))?;
+    let m: Manifest = serde_json::from_slice(&body).map_err(|e| {
+        JobError::permanent(stage, format!("{name} is not a manifest: {e}")).with_source(e)
+    })?;
     Ok(Some(m))
 }
 
@@ -232,9 +190,9 @@ pub async fn load(
 /// A manifest left by a failed commit is deleted again.
 pub async fn commit_with_manifest(
     cfg: &Config,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     key: &str,
-    writer: Writer,
+    writer: Box<dyn ObjectWriter>,
     meta: &ObjectMeta,
 ) -> Result<(), JobError> {
     let stored = match capture(&cfg.database, key).await {
@@ -250,7 +208,10 @@ pub async fn commit_with_manifest(
             false
         }
     };
-    let res = writer.commit(meta).await;
+    let res = writer
+        .commit(meta)
+        .await
+        .map_err(|e| JobError::storage(Stage::Upload, e));
     if res.is_err() && stored {
         let _ = storage.delete(&[object_name(key)]).await;
     }

@@ -248,6 +248,10 @@ impl Metrics {
 
     /// Records one finished attempt.
     pub fn record(&self, o: &Outcome) {
+        // A shutdown is not an attempt that failed: nothing to record.
+        if matches!(&o.result, Err(e) if e.is_cancelled()) {
+            return;
+        }
         let db = &self.db;
         let secs = o.duration.as_secs_f64();
         self.attempts.get_or_create(db).inc();

@@ -58,9 +58,12 @@ pub fn parse(prefix: &str, key: &str) -> Option<ParsedName> {
     })
 }
 
+/// What follows a local backup's name in its sidecar's name.
+pub const SIDECAR_SUFFIX: &str = ".sha256";
+
 /// Companion file of a local backup holding its sha256 (sha256sum format).
 pub fn sidecar_name(key: &str) -> String {
-    format!("{key}.sha256")
+    format!("{key}{SIDECAR_SUFFIX}")
 }
 
 #[cfg(test)]

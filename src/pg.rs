@@ -9,7 +9,7 @@ use tokio::process::Command;
 use url::Url;
 
 use crate::config::Database;
-use crate::error::{JobError, Retry, Stage};
+use crate::error::{JobError, Kind, Stage};
 
 /// What the server told us about itself.
 #[derive(Debug, Clone)]
@@ -232,9 +232,9 @@ fn connect_error(db: &Database, e: &tokio_postgres::Error) -> JobError {
     }
     let retry = if e.as_db_error().is_some() {
         // Authentication failures, missing database: asking again won't help.
-        Retry::Permanent
+        Kind::Permanent
     } else {
-        Retry::Transient
+        Kind::Transient
     };
     JobError::new(
         Stage::Connect,

@@ -2,10 +2,8 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::presigning::PresigningConfig;
-
 use crate::error::{JobError, Stage};
-use crate::storage::Storage;
+use crate::storage::{ObjectStore, Presigned};
 
 /// SigV4 presigned URLs live at most 7 days.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -59,34 +57,15 @@ pub fn parse_expiry(s: &str) -> Result<Duration, String> {
 
 /// A URL that GETs `key` until `expires` from now; for local storage, the
 /// file's absolute path.
-pub async fn presign(storage: &Storage, key: &str, expires: Duration) -> Result<String, JobError> {
-    match storage {
-        Storage::S3(s3) => {
-            let conf = PresigningConfig::expires_in(expires)
-                .map_err(|e| JobError::permanent(Stage::Restore, format!("presigning: {e}")))?;
-            let req = s3
-                .client()
-                .get_object()
-                .bucket(s3.bucket())
-                .key(key)
-                .presigned(conf)
-                .await
-                .map_err(|e| {
-                    JobError::permanent(
-                        Stage::Restore,
-                        format!(
-                            "presigning {key}: {}",
-                            aws_sdk_s3::error::DisplayErrorContext(&e)
-                        ),
-                    )
-                })?;
-            Ok(req.uri().to_string())
-        }
-        Storage::Local(l) => {
-            let p = l.path_of(key);
-            let p = std::path::absolute(&p).unwrap_or(p);
-            Ok(p.display().to_string())
-        }
+pub async fn presign(
+    storage: &dyn ObjectStore,
+    key: &str,
+    expires: Duration,
+) -> Result<String, JobError> {
+    match storage.presign(key, expires).await {
+        Ok(Presigned::Url(u)) => Ok(u),
+        Ok(Presigned::Path(p)) => Ok(p.display().to_string()),
+        Err(e) => Err(JobError::storage(Stage::Restore, e)),
     }
 }
 

@@ -38,7 +38,7 @@ use crate::error::{one_line, JobError, Stage};
 use crate::fetch::{self, Failure, Sink, Stored, Streamed};
 use crate::pg::{self, ServerInfo, Tools};
 use crate::seekable::OffsetRecorder;
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 
 /// Bytes of a custom archive held back until the checksum matched.
 const HOLD: usize = 64 * 1024;
@@ -122,7 +122,7 @@ pub(crate) struct Restored {
 /// it created when the restore fails.
 pub async fn restore(
     cfg: &Config,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     backup: &Backup,
     target: &Database,
     opts: &RestoreOptions,
@@ -218,8 +218,8 @@ pub async fn restore(
 }
 
 pub(crate) fn stopped(stage: Stage) -> JobError {
-    JobError::permanent(
-        Stage::Cancelled,
+    JobError::cancelled(
+        stage,
         format!("{stage} stopped by a signal before it finished"),
     )
 }
@@ -421,7 +421,7 @@ impl Sink for PsqlFeed {
 /// Streams the backup into pg_restore or psql.
 pub(crate) async fn run_streamed(
     tools: &Tools,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     stored: &Stored,
     format: Format,
     target: &Database,
@@ -497,7 +497,7 @@ pub(crate) async fn run_streamed(
 /// `--jobs N`: spool to an unlinked temp file, verify, then `pg_restore -j N`.
 async fn run_parallel(
     tools: &Tools,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     stored: &Stored,
     target: &Database,
     clean: bool,

@@ -29,9 +29,8 @@ use chrono::{DateTime, Datelike, Utc};
 
 use crate::config::{Config, RetentionSettings};
 use crate::error::{JobError, Stage};
-use crate::job::BackupReport;
 use crate::naming;
-use crate::storage::{ObjectInfo, Storage};
+use crate::storage::{ObjectInfo, ObjectStore};
 
 /// Multipart uploads older than this are abandoned: no backup runs that long
 /// between two retention passes, and S3 keeps charging for their parts.
@@ -203,7 +202,7 @@ impl Default for Options {
 /// Lists, plans and deletes. A listing error deletes nothing and is the
 /// `Err`; failed deletions are in `failed` (see [`RetentionReport::error`]).
 pub async fn apply(
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     prefix: &str,
     settings: &RetentionSettings,
     now: DateTime<Utc>,
@@ -217,13 +216,16 @@ pub async fn apply(
 }
 
 pub async fn apply_with(
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     prefix: &str,
     settings: &RetentionSettings,
     now: DateTime<Utc>,
     opts: &Options,
 ) -> Result<RetentionReport, JobError> {
-    let objects = storage.list(prefix).await.map_err(as_retention)?;
+    let objects = storage
+        .list(prefix)
+        .await
+        .map_err(|e| JobError::storage(Stage::Retention, e))?;
     if let Some(key) = &opts.protect {
         if !objects.iter().any(|o| &o.key == key) {
             return Err(JobError::permanent(
@@ -258,7 +260,7 @@ pub async fn apply_with(
                 Ok(failed) => report.failed.extend(failed),
                 Err(e) => {
                     // The same call would fail for the rest: stop, report them all.
-                    let why = e.message;
+                    let why = e.to_string();
                     for k in &keys[i * DELETE_BATCH..] {
                         report.failed.push((k.clone(), why.clone()));
                     }
@@ -305,7 +307,7 @@ pub async fn apply_with(
 /// Aborts our abandoned multipart uploads. Best effort: a failure here is
 /// logged and never blocks the deletions above.
 async fn abort_stale_uploads(
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     prefix: &str,
     now: DateTime<Utc>,
     opts: &Options,
@@ -341,17 +343,17 @@ async fn abort_stale_uploads(
     aborted
 }
 
-/// Retention after a successful backup (the `BackupReport` is the proof):
+/// Retention after a successful backup of `backup` (its key is the proof):
 /// never deletes that backup, and deletes nothing if the listing lacks it.
 /// Logs what it did. `Err` when the pass failed in any way, including a
 /// single failed deletion; the backup itself stays a success.
 pub async fn after_backup(
     cfg: &Config,
-    storage: &Storage,
-    backup: &BackupReport,
+    storage: &dyn ObjectStore,
+    backup: &str,
 ) -> Result<RetentionReport, JobError> {
     let opts = Options {
-        protect: Some(backup.key.clone()),
+        protect: Some(backup.to_string()),
         ..Options::default()
     };
     let report = apply_with(storage, &cfg.prefix, &cfg.retention, Utc::now(), &opts).await;
@@ -376,13 +378,6 @@ pub async fn after_backup(
         return Err(e);
     }
     Ok(report)
-}
-
-fn as_retention(e: JobError) -> JobError {
-    JobError {
-        stage: Stage::Retention,
-        ..e
-    }
 }
 
 #[cfg(test)]
@@ -686,8 +681,12 @@ mod tests {
 
     /// The daemon runs a pass inside a spawned task.
     #[allow(dead_code)]
-    fn after_backup_is_spawnable(cfg: Config, storage: Storage, r: BackupReport) {
-        tokio::spawn(async move { after_backup(&cfg, &storage, &r).await });
+    fn after_backup_is_spawnable(
+        cfg: Config,
+        storage: std::sync::Arc<dyn ObjectStore>,
+        key: String,
+    ) {
+        tokio::spawn(async move { after_backup(&cfg, storage.as_ref(), &key).await });
     }
 
     #[test]

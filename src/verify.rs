@@ -24,7 +24,7 @@ use crate::fetch::{self, Failure, Sink, Stored, Streamed};
 use crate::manifest;
 use crate::pg::{self, ServerInfo, Tools};
 use crate::restore::{self, pg_err, quote_ident};
-use crate::storage::Storage;
+use crate::storage::ObjectStore;
 
 /// What an integrity check found.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ impl Sink for Scan {
 /// Checks a backup's integrity without restoring it.
 pub async fn verify(
     cfg: &Config,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     backup: &Backup,
 ) -> Result<VerifyReport, JobError> {
     let t0 = Instant::now();
@@ -95,10 +95,7 @@ pub async fn verify(
             format!(
                 "{} carries no sha256 ({}): its integrity cannot be verified",
                 backup.key,
-                match storage {
-                    Storage::S3(_) => "S3 metadata x-amz-meta-sha256",
-                    Storage::Local(_) => "sidecar .sha256",
-                }
+                storage.checksum_place()
             ),
         ));
     }
@@ -188,7 +185,11 @@ struct Scratch {
 /// and then dropped; if it exists it must be empty, and is emptied again), or
 /// else `pgbackup_drill_<time>_<random>`, created on BACKUP_DATABASE_URL's
 /// server (the role needs CREATEDB) and always dropped.
-pub async fn drill(cfg: &Config, storage: &Storage, name: &str) -> Result<DrillReport, JobError> {
+pub async fn drill(
+    cfg: &Config,
+    storage: &dyn ObjectStore,
+    name: &str,
+) -> Result<DrillReport, JobError> {
     drill_until(cfg, storage, name, &CancellationToken::new()).await
 }
 
@@ -196,7 +197,7 @@ pub async fn drill(cfg: &Config, storage: &Storage, name: &str) -> Result<DrillR
 /// is killed and the scratch database still removed before it returns.
 pub async fn drill_until(
     cfg: &Config,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     name: &str,
     cancel: &CancellationToken,
 ) -> Result<DrillReport, JobError> {
@@ -309,7 +310,7 @@ async fn empty(db: &Database) -> Result<(), JobError> {
 
 async fn run_drill(
     cfg: &Config,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     backup: &Backup,
     stored: &Stored,
     scratch: &Scratch,
@@ -464,7 +465,7 @@ async fn run_verify_sql(c: &tokio_postgres::Client, sql: &str) -> Option<String>
 /// the archive's head (the TOC comes first, so this reads little).
 async fn custom_toc(
     tools: &Tools,
-    storage: &Storage,
+    storage: &dyn ObjectStore,
     stored: &Stored,
     stage: Stage,
 ) -> Result<Vec<TocEntry>, JobError> {

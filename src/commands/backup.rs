@@ -9,10 +9,9 @@ use crate::job;
 use crate::notify::Notifications;
 use crate::pg::human_bytes;
 use crate::retention;
-use crate::storage::Storage;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let storage = Storage::from_config(&cfg).await?;
+    let storage = crate::storage::open(&cfg.storage).await;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -20,7 +19,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let notifications = Notifications::from_config(&cfg);
-    let outcome = job::run(&cfg, &storage, &cancel, job::Priority::Normal).await;
+    let outcome = job::run(&cfg, storage.as_ref(), &cancel, job::Priority::Normal).await;
     let result = match &outcome.result {
         Ok(r) => {
             tracing::info!(
@@ -41,7 +40,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 r.sha256
             );
             // Only after a success; its failure is logged there and not fatal.
-            if let Ok(rep) = retention::after_backup(&cfg, &storage, r).await {
+            if let Ok(rep) = retention::after_backup(&cfg, storage.as_ref(), &r.key).await {
                 println!(
                     "retention: deleted {} old backup(s), {} kept ({})",
                     rep.deleted.len(),

@@ -4,8 +4,9 @@
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::error::{JobError, Stage};
 use crate::pg;
-use crate::storage::{ObjectMeta, Storage};
+use crate::storage::ObjectMeta;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     println!(
@@ -13,6 +14,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.database.name(),
         storage_label(&cfg)
     );
+    // Credentials before anything slow: a forgotten variable is the most
+    // common first-run mistake, and it is a configuration error (exit 2).
+    let storage = crate::storage::open(&cfg.storage).await;
+    storage
+        .probe_credentials()
+        .await
+        .map_err(|e| JobError::storage(Stage::Upload, e))?;
     let server = pg::server_info(&cfg.database).await?;
     println!(
         "database    ok ({} at {}, PostgreSQL {})",
@@ -27,23 +35,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tools.bin_dir.display()
     );
 
-    let storage = Storage::from_config(&cfg).await?;
+    let failed = |e| JobError::storage(Stage::Upload, e);
     // A name outside the backup shape, so retention never counts it.
     let key = format!(
         "{}.pgbackup-check-{:016x}",
         cfg.prefix,
         rand::random::<u64>()
     );
-    let mut w = storage.create(&key).await?;
-    w.write_part(Bytes::from_static(b"pgbackup check\n"))
-        .await?;
-    w.commit(&ObjectMeta {
+    let meta = ObjectMeta {
         sha256: "0".repeat(64),
         ..Default::default()
-    })
-    .await?;
-    let listed = storage.list(&key).await?.iter().any(|o| o.key == key);
-    let failed = storage.delete(std::slice::from_ref(&key)).await?;
+    };
+    storage
+        .put(&key, Bytes::from_static(b"pgbackup check\n"), &meta)
+        .await
+        .map_err(failed)?;
+    let listed = storage
+        .list(&key)
+        .await
+        .map_err(failed)?
+        .iter()
+        .any(|o| o.key == key);
+    let failed = storage
+        .delete(std::slice::from_ref(&key))
+        .await
+        .map_err(failed)?;
     if !listed {
         anyhow::bail!("storage check failed: wrote {key} but the listing does not show it");
     }

@@ -2,7 +2,6 @@
 
 use crate::catalog;
 use crate::error::Stage;
-use crate::storage::Storage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,8 +12,8 @@ pub struct Args {
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let (cfg, _) = super::load_storage_config()?;
-    let storage = Storage::from_config(&cfg).await?;
-    let backups = catalog::list(&storage, &cfg.prefix, Stage::Verify)
+    let storage = crate::storage::open(&cfg.storage).await;
+    let backups = catalog::list(storage.as_ref(), &cfg.prefix, Stage::Verify)
         .await
         .map_err(|e| anyhow::anyhow!("list failed: {}", e.message))?;
     if a.json {

@@ -88,7 +88,12 @@ fn load_storage_config() -> Result<(Config, bool), ConfigError> {
 
 /// 2 for configuration and usage errors, 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<ConfigError>()) {
+    let config = |c: &(dyn std::error::Error + 'static)| {
+        c.is::<ConfigError>()
+            || c.downcast_ref::<crate::error::JobError>()
+                .is_some_and(|j| j.kind == crate::error::Kind::Config)
+    };
+    if e.chain().any(config) {
         2
     } else {
         1

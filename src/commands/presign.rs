@@ -4,7 +4,6 @@
 use crate::catalog;
 use crate::error::{ConfigError, Stage};
 use crate::presign;
-use crate::storage::Storage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,12 +20,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
     let expires =
         presign::parse_expiry(&a.expires).map_err(|m| ConfigError::new("--expires", m))?;
-    let storage = Storage::from_config(&cfg).await?;
+    let storage = crate::storage::open(&cfg.storage).await;
     let failed = |e: crate::error::JobError| anyhow::anyhow!("presign failed: {}", e.message);
-    let backup = catalog::resolve(&storage, &cfg.prefix, &wanted, Stage::Restore)
+    let backup = catalog::resolve(storage.as_ref(), &cfg.prefix, &wanted, Stage::Restore)
         .await
         .map_err(failed)?;
-    let url = presign::presign(&storage, &backup.key, expires)
+    let url = presign::presign(storage.as_ref(), &backup.key, expires)
         .await
         .map_err(failed)?;
     println!("{url}");

@@ -7,12 +7,12 @@ use crate::config::Config;
 use crate::naming;
 use crate::pg::human_bytes;
 use crate::retention;
-use crate::storage::Storage;
 
 pub async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
-    let storage = Storage::from_config(&cfg).await?;
+    let storage = crate::storage::open(&cfg.storage).await;
     let now = Utc::now();
-    let report = retention::apply(&storage, &cfg.prefix, &cfg.retention, now, dry_run).await?;
+    let report =
+        retention::apply(storage.as_ref(), &cfg.prefix, &cfg.retention, now, dry_run).await?;
     let age = |key: &str| {
         naming::parse(&cfg.prefix, key)
             .map(|p| match (now - p.time).num_days() {

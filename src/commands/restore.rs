@@ -4,7 +4,6 @@ use crate::catalog;
 use crate::config::{Database, Format};
 use crate::error::{ConfigError, Stage};
 use crate::restore::{self, RestoreOptions};
-use crate::storage::Storage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -29,8 +28,8 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let (cfg, _) = super::load_storage_config()?;
     let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
     let target = target_database(&a.target_url, std::env::var("PGPASSWORD").ok())?;
-    let storage = Storage::from_config(&cfg).await?;
-    let backup = catalog::resolve(&storage, &cfg.prefix, &wanted, Stage::Restore).await?;
+    let storage = crate::storage::open(&cfg.storage).await;
+    let backup = catalog::resolve(storage.as_ref(), &cfg.prefix, &wanted, Stage::Restore).await?;
     if a.jobs.unwrap_or(1) > 1 && backup.format != Format::Custom {
         return Err(ConfigError::new(
             "--jobs",
@@ -51,7 +50,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         super::shutdown_signal().await;
         on_signal.cancel();
     });
-    let r = restore::restore(&cfg, &storage, &backup, &target, &opts).await?;
+    let r = restore::restore(&cfg, storage.as_ref(), &backup, &target, &opts).await?;
     tracing::info!(
         object = %r.key,
         database = %r.database,

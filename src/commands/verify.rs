@@ -2,7 +2,6 @@
 
 use crate::catalog;
 use crate::error::{ConfigError, Stage};
-use crate::storage::Storage;
 use crate::verify;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +27,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         )
         .into());
     }
-    let storage = Storage::from_config(&cfg).await?;
+    let storage = crate::storage::open(&cfg.storage).await;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
@@ -36,7 +35,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         on_signal.cancel();
     });
     if a.restore {
-        let r = verify::drill_until(&cfg, &storage, &a.name, &cancel).await?;
+        let r = verify::drill_until(&cfg, storage.as_ref(), &a.name, &cancel).await?;
         tracing::info!(
             object = %r.key,
             scratch = %r.scratch,
@@ -64,9 +63,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let backup = catalog::resolve(&storage, &cfg.prefix, &wanted, Stage::Verify).await?;
+    let backup = catalog::resolve(storage.as_ref(), &cfg.prefix, &wanted, Stage::Verify).await?;
     let r = tokio::select! {
-        r = verify::verify(&cfg, &storage, &backup) => r?,
+        r = verify::verify(&cfg, storage.as_ref(), &backup) => r?,
         _ = cancel.cancelled() => return Err(crate::restore::stopped(Stage::Verify).into()),
     };
     println!(

@@ -1,20 +1,32 @@
-//! Where backups live: S3-compatible object storage or a local directory.
+//! Where backups live, behind one trait: S3-compatible object storage, a
+//! local directory, or memory (tests). Callers hold a `dyn ObjectStore` and
+//! never ask which one it is.
 //!
-//! Both take a stream of fixed-size parts and make the object visible under
-//! its name only on `commit`, which the job calls after pg_dump exited 0.
-//! Anything else ends in `abort`: no partial object, no pending upload.
+//! A writer takes a stream of parts and makes the object visible under its
+//! name only on `commit`, which the job calls after pg_dump exited 0, and
+//! never over an existing object. Anything else ends in `abort`: no partial
+//! object, no pending upload. Errors are [`StoreError`]s: not found,
+//! already exists, transient, permanent or missing credentials, each with
+//! its source; the caller attaches its own stage.
 
+pub mod conformance;
+pub mod faulty;
 pub mod local;
+pub mod memory;
 pub mod s3;
 
 use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
-use crate::config::{Config, StorageConfig};
-use crate::error::JobError;
+use crate::config::StorageConfig;
 
 /// S3's minimum part size (all but the last part).
 pub const MIN_PART: usize = 5 * 1024 * 1024;
@@ -32,10 +44,10 @@ pub fn part_size(index: u32) -> usize {
     (BASE_PART << step).min(MAX_PART)
 }
 
-/// What travels with each stored backup (S3 user metadata; sidecar locally).
+/// What travels with each stored object (S3 user metadata; sidecar locally).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
-    /// Hex sha256 of the stored (compressed) bytes.
+    /// Hex sha256 of the stored bytes; empty: the object carries none.
     pub sha256: String,
     /// Other key/values: dump size, versions, format.
     pub extra: BTreeMap<String, String>,
@@ -58,117 +70,240 @@ pub struct PendingUpload {
 }
 
 pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+type Source = Arc<dyn StdError + Send + Sync + 'static>;
 
-pub enum Storage {
-    S3(s3::S3Storage),
-    Local(local::LocalStorage),
+/// A storage failure. The message is one line naming the operation and the
+/// object; the source is the SDK or I/O error it came from.
+#[derive(Debug, Clone)]
+pub enum StoreError {
+    /// The object does not exist.
+    NotFound {
+        message: String,
+        source: Option<Source>,
+    },
+    /// A commit found its name taken; the existing object is untouched.
+    AlreadyExists {
+        message: String,
+        source: Option<Source>,
+    },
+    /// May succeed if tried again: network, 5xx, throttling, timeouts.
+    Transient {
+        message: String,
+        source: Option<Source>,
+    },
+    /// Will fail again: permissions, missing bucket, full disk.
+    Permanent {
+        message: String,
+        source: Option<Source>,
+    },
+    /// No credentials at all: a configuration problem, not a service one.
+    Credentials {
+        message: String,
+        source: Option<Source>,
+    },
 }
 
-impl Storage {
-    pub async fn from_config(cfg: &Config) -> Result<Storage, JobError> {
-        Ok(match &cfg.storage {
-            StorageConfig::S3 {
-                bucket,
-                endpoint,
-                region,
-                force_path_style,
-            } => Storage::S3(
-                s3::S3Storage::new(bucket, endpoint.as_deref(), region, *force_path_style).await,
-            ),
-            StorageConfig::Local { dir } => Storage::Local(local::LocalStorage::new(dir)),
-        })
+impl StoreError {
+    fn parts(&self) -> (&str, &Option<Source>) {
+        match self {
+            StoreError::NotFound { message, source }
+            | StoreError::AlreadyExists { message, source }
+            | StoreError::Transient { message, source }
+            | StoreError::Permanent { message, source }
+            | StoreError::Credentials { message, source } => (message, source),
+        }
     }
 
+    pub fn not_found(message: impl Into<String>) -> Self {
+        StoreError::NotFound {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn already_exists(message: impl Into<String>) -> Self {
+        StoreError::AlreadyExists {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn transient(
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Transient {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    pub fn permanent(
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Permanent {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A permanent failure with nothing underneath (a bad reply, a bad name).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        StoreError::Permanent {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn credentials(message: impl Into<String>) -> Self {
+        StoreError::Credentials {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// From an I/O error: its kind decides which variant.
+    pub fn io(message: impl Into<String>, e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let message = message.into();
+        let source: Option<Source> = Some(Arc::new(e));
+        let kind = source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .map(|e| e.kind());
+        match kind {
+            Some(K::NotFound) => StoreError::NotFound { message, source },
+            Some(K::AlreadyExists) => StoreError::AlreadyExists { message, source },
+            Some(
+                K::Interrupted
+                | K::TimedOut
+                | K::WouldBlock
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::BrokenPipe
+                | K::UnexpectedEof,
+            ) => StoreError::Transient { message, source },
+            _ => StoreError::Permanent { message, source },
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        self.parts().0
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Transient { .. })
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.parts().0)
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.parts()
+            .1
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// What a presign gives: a URL anyone can GET, or a path on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presigned {
+    Url(String),
+    Path(std::path::PathBuf),
+}
+
+/// The contract every store keeps; [`conformance`] proves it.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
     /// `s3://bucket` or the directory, for messages.
-    pub fn describe(&self) -> String {
-        match self {
-            Storage::S3(s) => s.describe(),
-            Storage::Local(l) => l.describe(),
-        }
+    fn describe(&self) -> String;
+
+    /// Where the sha256 of an object lives, for messages.
+    fn checksum_place(&self) -> &'static str;
+
+    /// Starts writing `key`; nothing is visible under it until `commit`.
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, all pages, by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    /// An object's metadata; `NotFound` when it does not exist.
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError>;
+
+    /// An object's bytes; `NotFound` when it does not exist.
+    async fn get(&self, key: &str) -> Result<ObjectReader, StoreError>;
+
+    /// Deletes keys (and what travels with them); a missing key is not an
+    /// error. Returns the keys that could not be deleted, with why.
+    async fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Uploads left open under `prefix` (only stores that have them).
+    async fn pending_uploads(&self, _prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
+        Ok(Vec::new())
     }
 
-    pub async fn create(&self, key: &str) -> Result<Writer, JobError> {
-        Ok(match self {
-            Storage::S3(s) => Writer::S3(s.create(key)),
-            Storage::Local(l) => Writer::Local(l.create(key).await?),
-        })
+    /// Aborts one pending upload, once (the caller decides about retrying).
+    async fn abort_pending(&self, _upload: &PendingUpload) -> Result<(), StoreError> {
+        Ok(())
     }
 
-    /// Every object whose key starts with `prefix`, all pages.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, JobError> {
-        match self {
-            Storage::S3(s) => s.list(prefix).await,
-            Storage::Local(l) => l.list(prefix).await,
-        }
+    /// A way to GET `key` without pgbackup for `expires`.
+    async fn presign(&self, key: &str, expires: Duration) -> Result<Presigned, StoreError>;
+
+    /// Checks that the store can be reached with the credentials at hand,
+    /// before any work (`check`, start-up).
+    async fn probe_credentials(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
-    /// Deletes keys (and their sidecars); returns the keys that failed, with why.
-    pub async fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, JobError> {
-        match self {
-            Storage::S3(s) => s.delete(keys).await,
-            Storage::Local(l) => l.delete(keys).await,
+    /// A small object in one call, committed like any other.
+    async fn put(&self, key: &str, body: Bytes, meta: &ObjectMeta) -> Result<(), StoreError> {
+        let mut w = self.create(key).await?;
+        if let Err(e) = w.write_part(body).await {
+            w.abort().await;
+            return Err(e);
         }
-    }
-
-    /// Multipart uploads left open under `prefix` (S3 only; a local
-    /// directory has none: its temp files are never ours to judge).
-    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, JobError> {
-        match self {
-            Storage::S3(s) => s.pending_uploads(prefix).await,
-            Storage::Local(_) => Ok(Vec::new()),
-        }
-    }
-
-    pub async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), JobError> {
-        match self {
-            Storage::S3(s) => s.abort_pending(upload).await,
-            Storage::Local(_) => Ok(()),
-        }
-    }
-
-    pub async fn head(&self, key: &str) -> Result<ObjectMeta, JobError> {
-        match self {
-            Storage::S3(s) => s.head(key).await,
-            Storage::Local(l) => l.head(key).await,
-        }
-    }
-
-    pub async fn get(&self, key: &str) -> Result<ObjectReader, JobError> {
-        match self {
-            Storage::S3(s) => s.get(key).await,
-            Storage::Local(l) => l.get(key).await,
-        }
+        w.commit(meta).await
     }
 }
 
 /// An object being written.
-pub enum Writer {
-    S3(s3::S3Writer),
-    Local(local::LocalWriter),
-}
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write_part(&mut self, part: Bytes) -> Result<(), StoreError>;
 
-impl Writer {
-    pub async fn write_part(&mut self, part: Bytes) -> Result<(), JobError> {
-        match self {
-            Writer::S3(w) => w.write_part(part).await,
-            Writer::Local(w) => w.write_part(part).await,
-        }
-    }
-
-    /// Makes the object visible under its name, with its metadata.
-    pub async fn commit(self, meta: &ObjectMeta) -> Result<(), JobError> {
-        match self {
-            Writer::S3(w) => w.commit(meta).await,
-            Writer::Local(w) => w.commit(meta).await,
-        }
-    }
+    /// Makes the object visible under its name, with its metadata. Fails
+    /// with `AlreadyExists`, leaving the existing object alone, when the
+    /// name is taken. On any error nothing of this object is left.
+    async fn commit(self: Box<Self>, meta: &ObjectMeta) -> Result<(), StoreError>;
 
     /// Removes every trace of the object. Best effort; failures are logged.
-    pub async fn abort(self) {
-        match self {
-            Writer::S3(w) => w.abort().await,
-            Writer::Local(w) => w.abort().await,
-        }
+    async fn abort(self: Box<Self>);
+}
+
+/// The store a configuration names.
+pub async fn open(cfg: &StorageConfig) -> Arc<dyn ObjectStore> {
+    match cfg {
+        StorageConfig::S3 {
+            bucket,
+            endpoint,
+            region,
+            force_path_style,
+        } => Arc::new(
+            s3::S3Storage::new(bucket, endpoint.as_deref(), region, *force_path_style).await,
+        ),
+        StorageConfig::Local { dir } => Arc::new(local::LocalStorage::new(dir)),
     }
 }
 

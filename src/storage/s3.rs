@@ -15,6 +15,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use aws_sdk_s3::Client;
@@ -22,15 +23,17 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 
-use super::{ObjectInfo, ObjectMeta, ObjectReader, PendingUpload};
+use async_trait::async_trait;
+
+use super::{
+    ObjectInfo, ObjectMeta, ObjectReader, ObjectStore, ObjectWriter, PendingUpload, Presigned,
+    StoreError,
+};
 use crate::backoff;
-use crate::error::{JobError, Retry, Stage};
 
 /// Parts uploading at once. With 8 MiB parts this bounds upload memory to
 /// about (IN_FLIGHT + 2) * 8 MiB.
 const IN_FLIGHT: usize = 2;
-/// Retries of one part after its first attempt (on top of the SDK's own).
-const PART_RETRIES: u32 = 4;
 /// CopyObject's limit; larger objects are copied part by part.
 const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
 const COPY_PART: u64 = 1024 * 1024 * 1024;
@@ -40,6 +43,7 @@ const SHA256_KEY: &str = "sha256";
 pub struct S3Storage {
     client: Client,
     bucket: String,
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl S3Storage {
@@ -69,12 +73,14 @@ impl S3Storage {
         S3Storage {
             client: Client::from_conf(b.build()),
             bucket: bucket.to_string(),
+            credentials: sdk.credentials_provider(),
         }
     }
 
     /// Over an existing client (tests, or callers with their own credentials).
     pub fn from_client(client: Client, bucket: &str) -> Self {
         S3Storage {
+            credentials: None,
             client,
             bucket: bucket.to_string(),
         }
@@ -88,11 +94,7 @@ impl S3Storage {
         &self.bucket
     }
 
-    pub fn describe(&self) -> String {
-        format!("s3://{}", self.bucket)
-    }
-
-    pub fn create(&self, key: &str) -> S3Writer {
+    fn writer(&self, key: &str) -> S3Writer {
         S3Writer {
             s3: self.clone(),
             key: key.to_string(),
@@ -105,7 +107,26 @@ impl S3Storage {
         }
     }
 
-    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, JobError> {
+    fn object(&self, key: &str) -> String {
+        format!("{}/{key}", self.bucket)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Storage {
+    fn describe(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+
+    fn checksum_place(&self) -> &'static str {
+        "S3 metadata x-amz-meta-sha256"
+    }
+
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        Ok(Box::new(self.writer(key)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         let mut out = Vec::new();
         let mut pages = self
             .client
@@ -115,8 +136,7 @@ impl S3Storage {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| s3_error(Stage::Upload, "ListObjectsV2", &self.bucket, e))?;
+            let page = page.map_err(|e| s3_error("ListObjectsV2", &self.bucket, e))?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 out.push(ObjectInfo {
@@ -131,7 +151,7 @@ impl S3Storage {
         Ok(out)
     }
 
-    pub async fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, JobError> {
+    async fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         let mut failed = Vec::new();
         for batch in keys.chunks(1000) {
@@ -139,12 +159,12 @@ impl S3Storage {
                 .iter()
                 .map(|k| ObjectIdentifier::builder().key(k).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| JobError::permanent(Stage::Retention, e.to_string()))?;
+                .map_err(|e| StoreError::permanent("DeleteObjects: bad request", e))?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| JobError::permanent(Stage::Retention, e.to_string()))?;
+                .map_err(|e| StoreError::permanent("DeleteObjects: bad request", e))?;
             let out = self
                 .client
                 .delete_objects()
@@ -152,7 +172,7 @@ impl S3Storage {
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| s3_error(Stage::Retention, "DeleteObjects", &self.bucket, e))?;
+                .map_err(|e| s3_error("DeleteObjects", &self.bucket, e))?;
             for e in out.errors() {
                 failed.push((
                     e.key().unwrap_or("?").to_string(),
@@ -167,7 +187,7 @@ impl S3Storage {
         Ok(failed)
     }
 
-    pub async fn head(&self, key: &str) -> Result<ObjectMeta, JobError> {
+    async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
         let out = self
             .client
             .head_object()
@@ -175,7 +195,7 @@ impl S3Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_error(Stage::Verify, "HeadObject", &self.object(key), e))?;
+            .map_err(|e| s3_error("HeadObject", &self.object(key), e))?;
         let mut extra: std::collections::BTreeMap<String, String> = out
             .metadata()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -187,7 +207,7 @@ impl S3Storage {
         Ok(ObjectMeta { sha256, extra })
     }
 
-    pub async fn get(&self, key: &str) -> Result<ObjectReader, JobError> {
+    async fn get(&self, key: &str) -> Result<ObjectReader, StoreError> {
         let out = self
             .client
             .get_object()
@@ -195,17 +215,13 @@ impl S3Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_error(Stage::Restore, "GetObject", &self.object(key), e))?;
+            .map_err(|e| s3_error("GetObject", &self.object(key), e))?;
         Ok(Box::new(out.body.into_async_read()))
-    }
-
-    fn object(&self, key: &str) -> String {
-        format!("{}/{key}", self.bucket)
     }
 
     /// Multipart uploads still open under `prefix`, all pages. S3 pages
     /// this listing with a pair of markers, so the SDK has no paginator.
-    pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, JobError> {
+    async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
         let mut out = Vec::new();
         let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
         loop {
@@ -218,7 +234,7 @@ impl S3Storage {
                 .set_upload_id_marker(id_marker.take())
                 .send()
                 .await
-                .map_err(|e| s3_error(Stage::Retention, "ListMultipartUploads", &self.bucket, e))?;
+                .map_err(|e| s3_error("ListMultipartUploads", &self.bucket, e))?;
             for u in page.uploads() {
                 let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
                     continue;
@@ -241,7 +257,7 @@ impl S3Storage {
     }
 
     /// Aborts one pending upload, once (the caller decides about retrying).
-    pub async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), JobError> {
+    async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), StoreError> {
         self.client
             .abort_multipart_upload()
             .bucket(&self.bucket)
@@ -249,17 +265,43 @@ impl S3Storage {
             .upload_id(&upload.upload_id)
             .send()
             .await
-            .map_err(|e| {
-                s3_error(
-                    Stage::Retention,
-                    "AbortMultipartUpload",
-                    &self.object(&upload.key),
-                    e,
-                )
-            })?;
+            .map_err(|e| s3_error("AbortMultipartUpload", &self.object(&upload.key), e))?;
         Ok(())
     }
+
+    async fn presign(&self, key: &str, expires: Duration) -> Result<Presigned, StoreError> {
+        let conf = PresigningConfig::expires_in(expires)
+            .map_err(|e| StoreError::permanent(format!("presigning {key}: {e}"), e))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(conf)
+            .await
+            .map_err(|e| s3_error("presigning GetObject", &self.object(key), e))?;
+        Ok(Presigned::Url(req.uri().to_string()))
+    }
+
+    async fn probe_credentials(&self) -> Result<(), StoreError> {
+        use aws_credential_types::provider::ProvideCredentials;
+        // A client built elsewhere brought its own credentials.
+        let Some(p) = &self.credentials else {
+            return Ok(());
+        };
+        p.provide_credentials()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Credentials {
+                message: NO_CREDENTIALS.to_string(),
+                source: Some(std::sync::Arc::new(e)),
+            })
+    }
 }
+
+/// What to say when the credential chain finds nothing. The SDK's own
+/// error is a page-long account of every provider it tried.
+const NO_CREDENTIALS: &str = "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run where an AWS profile, web identity or instance role provides them";
 
 /// An upload in progress. Holds the first part back until a second one
 /// arrives: a dump that fits one part becomes a single PutObject.
@@ -269,13 +311,43 @@ pub struct S3Writer {
     first: Option<Bytes>,
     upload_id: Option<String>,
     next_part: i32,
-    in_flight: JoinSet<Result<CompletedPart, JobError>>,
+    in_flight: JoinSet<Result<CompletedPart, StoreError>>,
     done: Vec<CompletedPart>,
     bytes: u64,
 }
 
+#[async_trait]
+impl ObjectWriter for S3Writer {
+    async fn write_part(&mut self, part: Bytes) -> Result<(), StoreError> {
+        self.write(part).await
+    }
+
+    async fn commit(mut self: Box<Self>, meta: &ObjectMeta) -> Result<(), StoreError> {
+        // Conditional writes (If-None-Match) protect where the store honours
+        // them; this check also covers stores that ignore them (Garage 2.5)
+        // for runs that follow each other, and runs on one host never race
+        // (the job holds a lock per prefix).
+        let res = match self.s3.head(&self.key).await {
+            Ok(_) => Err(StoreError::already_exists(format!(
+                "{} exists: a backup is never replaced",
+                self.s3.object(&self.key)
+            ))),
+            Err(e) if e.is_not_found() => self.finish(meta).await,
+            Err(e) => Err(e),
+        };
+        if res.is_err() {
+            self.cancel().await;
+        }
+        res
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.cancel().await
+    }
+}
+
 impl S3Writer {
-    pub async fn write_part(&mut self, part: Bytes) -> Result<(), JobError> {
+    async fn write(&mut self, part: Bytes) -> Result<(), StoreError> {
         self.bytes += part.len() as u64;
         if self.upload_id.is_none() {
             if self.first.is_none() {
@@ -290,20 +362,13 @@ impl S3Writer {
                 .key(&self.key)
                 .send()
                 .await
-                .map_err(|e| {
-                    s3_error(
-                        Stage::Upload,
-                        "CreateMultipartUpload",
-                        &self.s3.object(&self.key),
-                        e,
-                    )
-                })?;
+                .map_err(|e| s3_error("CreateMultipartUpload", &self.s3.object(&self.key), e))?;
             let id = out.upload_id().unwrap_or_default().to_string();
             if id.is_empty() {
-                return Err(JobError::permanent(
-                    Stage::Upload,
-                    "CreateMultipartUpload returned no upload id",
-                ));
+                return Err(StoreError::invalid(format!(
+                    "CreateMultipartUpload on {}: no upload id in the reply",
+                    self.s3.object(&self.key)
+                )));
             }
             self.upload_id = Some(id);
             let first = self.first.take().expect("held first part");
@@ -312,7 +377,7 @@ impl S3Writer {
         self.spawn_part(part).await
     }
 
-    async fn spawn_part(&mut self, body: Bytes) -> Result<(), JobError> {
+    async fn spawn_part(&mut self, body: Bytes) -> Result<(), StoreError> {
         while self.in_flight.len() >= IN_FLIGHT {
             self.join_one().await?;
         }
@@ -326,7 +391,7 @@ impl S3Writer {
         Ok(())
     }
 
-    async fn join_one(&mut self) -> Result<(), JobError> {
+    async fn join_one(&mut self) -> Result<(), StoreError> {
         match self.in_flight.join_next().await {
             None => Ok(()),
             Some(Ok(Ok(part))) => {
@@ -334,14 +399,12 @@ impl S3Writer {
                 Ok(())
             }
             Some(Ok(Err(e))) => Err(e),
-            Some(Err(e)) => Err(JobError::permanent(
-                Stage::Upload,
-                format!("part upload task: {e}"),
-            )),
+            Some(Err(e)) => Err(StoreError::permanent("part upload task", e)),
         }
     }
 
-    pub async fn commit(mut self, meta: &ObjectMeta) -> Result<(), JobError> {
+    /// Completes the upload; on error the caller aborts what is left.
+    async fn finish(&mut self, meta: &ObjectMeta) -> Result<(), StoreError> {
         let metadata = to_metadata(meta);
         let Some(id) = self.upload_id.clone() else {
             let body = self.first.take().unwrap_or_default();
@@ -351,13 +414,14 @@ impl S3Writer {
                 .put_object()
                 .bucket(&self.s3.bucket)
                 .key(&self.key)
+                .if_none_match("*")
                 .content_length(body.len() as i64)
                 .body(ByteStream::from(body))
                 .set_metadata(Some(metadata))
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| s3_error(Stage::Upload, "PutObject", &self.s3.object(&self.key), e));
+                .map_err(|e| s3_error("PutObject", &self.s3.object(&self.key), e));
         };
         let finished = async {
             while !self.in_flight.is_empty() {
@@ -371,6 +435,7 @@ impl S3Writer {
                 .bucket(&self.s3.bucket)
                 .key(&self.key)
                 .upload_id(&id)
+                .if_none_match("*")
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
                         .set_parts(Some(parts))
@@ -378,21 +443,12 @@ impl S3Writer {
                 )
                 .send()
                 .await
-                .map_err(|e| {
-                    s3_error(
-                        Stage::Upload,
-                        "CompleteMultipartUpload",
-                        &self.s3.object(&self.key),
-                        e,
-                    )
-                })
+                .map_err(|e| s3_error("CompleteMultipartUpload", &self.s3.object(&self.key), e))
         }
         .await;
-        if let Err(e) = finished {
-            self.abort().await;
-            return Err(e);
-        }
-        // The upload is complete; now attach the checksum. If that fails the
+        finished?;
+        self.upload_id = None;
+        // The upload is complete and ours; now attach the checksum. If that fails the
         // object is deleted so that a failed backup leaves nothing behind.
         if let Err(e) = self.set_metadata(metadata).await {
             let _ = self.s3.delete(std::slice::from_ref(&self.key)).await;
@@ -401,7 +457,7 @@ impl S3Writer {
         Ok(())
     }
 
-    async fn set_metadata(&self, metadata: HashMap<String, String>) -> Result<(), JobError> {
+    async fn set_metadata(&self, metadata: HashMap<String, String>) -> Result<(), StoreError> {
         let s3 = &self.s3;
         let source = copy_source(&s3.bucket, &self.key);
         let what = s3.object(&self.key);
@@ -415,7 +471,7 @@ impl S3Writer {
                 .set_metadata(Some(metadata))
                 .send()
                 .await
-                .map_err(|e| s3_error(Stage::Upload, "CopyObject (metadata)", &what, e))?;
+                .map_err(|e| s3_error("CopyObject (metadata)", &what, e))?;
             return Ok(());
         }
         let out = s3
@@ -426,7 +482,7 @@ impl S3Writer {
             .set_metadata(Some(metadata))
             .send()
             .await
-            .map_err(|e| s3_error(Stage::Upload, "CreateMultipartUpload (copy)", &what, e))?;
+            .map_err(|e| s3_error("CreateMultipartUpload (copy)", &what, e))?;
         let id = out.upload_id().unwrap_or_default().to_string();
         let copied = async {
             let mut parts = Vec::new();
@@ -445,7 +501,7 @@ impl S3Writer {
                     .copy_source_range(format!("bytes={start}-{end}"))
                     .send()
                     .await
-                    .map_err(|e| s3_error(Stage::Upload, "UploadPartCopy", &what, e))?;
+                    .map_err(|e| s3_error("UploadPartCopy", &what, e))?;
                 let etag = out
                     .copy_part_result()
                     .and_then(|r| r.e_tag())
@@ -471,8 +527,8 @@ impl S3Writer {
                 )
                 .send()
                 .await
-                .map_err(|e| s3_error(Stage::Upload, "CompleteMultipartUpload (copy)", &what, e))?;
-            Ok::<(), JobError>(())
+                .map_err(|e| s3_error("CompleteMultipartUpload (copy)", &what, e))?;
+            Ok::<(), StoreError>(())
         }
         .await;
         if copied.is_err() {
@@ -481,7 +537,7 @@ impl S3Writer {
         copied
     }
 
-    pub async fn abort(mut self) {
+    async fn cancel(&mut self) {
         // Stop in-flight parts first, so none lands after the abort.
         self.in_flight.abort_all();
         while self.in_flight.join_next().await.is_some() {}
@@ -491,29 +547,40 @@ impl S3Writer {
     }
 }
 
+/// A failed abort is retried: an upload left open costs storage until
+/// the next start-up sweep.
+const ABORT_RETRIES: backoff::Policy = backoff::Policy {
+    retries: 2,
+    base: Duration::from_millis(500),
+    max: Duration::from_secs(5),
+};
+/// Retries of one part after its first attempt (on top of the SDK's own).
+const PART_RETRIES: backoff::Policy = backoff::Policy {
+    retries: 4,
+    base: Duration::from_secs(1),
+    max: Duration::from_secs(20),
+};
+
 async fn abort_upload(s3: &S3Storage, key: &str, id: &str) {
-    for attempt in 0..3 {
-        match s3
-            .client
-            .abort_multipart_upload()
-            .bucket(&s3.bucket)
-            .key(key)
-            .upload_id(id)
-            .send()
-            .await
-        {
-            Ok(_) => return,
-            Err(e) => {
-                let e = s3_error(Stage::Upload, "AbortMultipartUpload", &s3.object(key), e);
-                tracing::warn!(error = %e, attempt, "could not abort multipart upload");
-                tokio::time::sleep(backoff::jittered(
-                    attempt,
-                    Duration::from_millis(500),
-                    Duration::from_secs(5),
-                ))
-                .await;
-            }
-        }
+    let res = backoff::retry(
+        ABORT_RETRIES,
+        || async {
+            s3.client
+                .abort_multipart_upload()
+                .bucket(&s3.bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| s3_error("AbortMultipartUpload", &s3.object(key), e))
+        },
+        // Whatever the error, trying again costs little and may free the upload.
+        |_| true,
+        |e, retry, _| tracing::warn!(error = %e, retry, "could not abort multipart upload"),
+    )
+    .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "multipart upload left open; the next start-up sweep aborts it");
     }
 }
 
@@ -523,45 +590,32 @@ async fn upload_part(
     id: &str,
     n: i32,
     body: Bytes,
-) -> Result<CompletedPart, JobError> {
-    let mut retry = 0;
-    loop {
-        let res = s3
-            .client
-            .upload_part()
-            .bucket(&s3.bucket)
-            .key(key)
-            .upload_id(id)
-            .part_number(n)
-            .content_length(body.len() as i64)
-            .body(ByteStream::from(body.clone()))
-            .send()
-            .await;
-        match res {
-            Ok(out) => {
-                return Ok(CompletedPart::builder()
-                    .part_number(n)
-                    .set_e_tag(out.e_tag().map(String::from))
-                    .build())
-            }
-            Err(e) => {
-                let e = s3_error(
-                    Stage::Upload,
-                    &format!("UploadPart {n}"),
-                    &s3.object(key),
-                    e,
-                );
-                if !e.is_retryable() || retry >= PART_RETRIES {
-                    return Err(e);
-                }
-                let wait =
-                    backoff::jittered(retry, Duration::from_secs(1), Duration::from_secs(20));
-                tracing::warn!(error = %e, retry = retry + 1, wait_ms = wait.as_millis() as u64, "retrying part");
-                tokio::time::sleep(wait).await;
-                retry += 1;
-            }
-        }
-    }
+) -> Result<CompletedPart, StoreError> {
+    let out = backoff::retry(
+        PART_RETRIES,
+        || async {
+            s3.client
+                .upload_part()
+                .bucket(&s3.bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(n)
+                .content_length(body.len() as i64)
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("UploadPart {n}"), &s3.object(key), e))
+        },
+        StoreError::is_transient,
+        |e, retry, wait| {
+            tracing::warn!(error = %e, retry, wait_ms = wait.as_millis() as u64, "retrying part");
+        },
+    )
+    .await?;
+    Ok(CompletedPart::builder()
+        .part_number(n)
+        .set_e_tag(out.e_tag().map(String::from))
+        .build())
 }
 
 fn to_metadata(meta: &ObjectMeta) -> HashMap<String, String> {
@@ -570,7 +624,9 @@ fn to_metadata(meta: &ObjectMeta) -> HashMap<String, String> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    m.insert(SHA256_KEY.to_string(), meta.sha256.clone());
+    if !meta.sha256.is_empty() {
+        m.insert(SHA256_KEY.to_string(), meta.sha256.clone());
+    }
     m
 }
 
@@ -588,22 +644,24 @@ fn copy_source(bucket: &str, key: &str) -> String {
     )
 }
 
-/// One line that says what failed and whether retrying makes sense.
-pub fn s3_error<E>(stage: Stage, op: &str, what: &str, e: SdkError<E, HttpResponse>) -> JobError
+/// One line that says what failed and whether retrying makes sense; the
+/// SDK's error stays underneath as the source.
+pub fn s3_error<E>(op: &str, what: &str, e: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match &e {
+    if no_credentials(&e) {
+        return StoreError::Credentials {
+            message: NO_CREDENTIALS.to_string(),
+            source: Some(std::sync::Arc::new(e)),
+        };
+    }
+    let (message, kind) = match &e {
         SdkError::ServiceError(se) => {
             let err = se.err();
             let code = err.code().unwrap_or("error");
             let msg = err.message().unwrap_or("");
-            let status = Some(se.raw().status().as_u16());
-            let transient = matches!(status, Some(s) if s >= 500 || s == 429)
-                || matches!(
-                    code,
-                    "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable"
-                );
+            let status = se.raw().status().as_u16();
             let hint = match code {
                 "NoSuchBucket" => " (does the bucket exist? check AWS_S3_BUCKET)",
                 "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "Forbidden" => {
@@ -611,32 +669,65 @@ where
                 }
                 _ => "",
             };
-            let status = status.map(|s| format!(" (HTTP {s})")).unwrap_or_default();
-            JobError::new(
-                stage,
-                if transient {
-                    Retry::Transient
-                } else {
-                    Retry::Permanent
-                },
-                format!(
-                    "{op} on {what}: {code}{}{msg}{status}{hint}",
-                    if msg.is_empty() { "" } else { ": " }
-                ),
+            let kind = match (status, code) {
+                (404, _) | (_, "NoSuchKey" | "NotFound") => Kind::NotFound,
+                (412, _) | (_, "PreconditionFailed") => Kind::Exists,
+                (500.., _)
+                | (429, _)
+                | (_, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable") => {
+                    Kind::Transient
+                }
+                _ => Kind::Permanent,
+            };
+            let sep = if msg.is_empty() { "" } else { ": " };
+            (
+                format!("{op} on {what}: {code}{sep}{msg} (HTTP {status}){hint}"),
+                kind,
             )
         }
-        SdkError::ConstructionFailure(_) => JobError::permanent(
-            stage,
-            format!("{op} on {what}: {}", DisplayErrorContext(&e)),
+        SdkError::ConstructionFailure(_) => (
+            format!(
+                "{op} on {what}: {}",
+                crate::error::one_line(&DisplayErrorContext(&e).to_string())
+            ),
+            Kind::Permanent,
         ),
-        _ => JobError::transient(
-            stage,
+        _ => (
             format!(
                 "{op} on {what}: cannot reach the S3 endpoint: {}",
-                DisplayErrorContext(&e)
+                crate::error::one_line(&DisplayErrorContext(&e).to_string())
             ),
+            Kind::Transient,
         ),
+    };
+    let source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>> =
+        Some(std::sync::Arc::new(e));
+    match kind {
+        Kind::NotFound => StoreError::NotFound { message, source },
+        Kind::Exists => StoreError::AlreadyExists { message, source },
+        Kind::Transient => StoreError::Transient { message, source },
+        Kind::Permanent => StoreError::Permanent { message, source },
     }
+}
+
+enum Kind {
+    NotFound,
+    Exists,
+    Transient,
+    Permanent,
+}
+
+/// Whether the credential chain found nothing (identity resolution fails
+/// before the request is sent, so the SDK reports it as a dispatch failure).
+fn no_credentials(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 #[cfg(test)]

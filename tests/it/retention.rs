@@ -11,7 +11,6 @@ use pgbackup::error::Stage;
 use pgbackup::job::BackupReport;
 use pgbackup::retention::{self, Options};
 use pgbackup::storage::s3::S3Storage;
-use pgbackup::storage::Storage;
 
 use crate::harness::*;
 
@@ -312,8 +311,8 @@ fn over_1000_backups_are_listed_across_pages_and_deleted_in_batches() {
     assert_eq!(all_keys(&bucket), set(new.iter().chain(&foreign).cloned()));
 }
 
-fn s3_storage(bucket: &str) -> Storage {
-    Storage::S3(S3Storage::from_client(garage().client(), bucket))
+fn s3_storage(bucket: &str) -> S3Storage {
+    S3Storage::from_client(garage().client(), bucket)
 }
 
 fn start_uploads(bucket: &str, keys: &[String]) {
@@ -524,7 +523,7 @@ fn after_backup_deletes_nothing_when_the_new_backup_is_not_listed() {
         ("BACKUP_RETENTION_MIN_COUNT", "1"),
     ]))
     .unwrap();
-    let storage = Storage::Local(pgbackup::storage::local::LocalStorage::new(&dir));
+    let storage = pgbackup::storage::local::LocalStorage::new(&dir);
     let mut report = BackupReport {
         key: name("backup_", Utc::now(), "dump.zst"),
         dump_bytes: 1,
@@ -534,7 +533,7 @@ fn after_backup_deletes_nothing_when_the_new_backup_is_not_listed() {
         pg_dump_version: String::new(),
     };
     let e = rt()
-        .block_on(retention::after_backup(&cfg, &storage, &report))
+        .block_on(retention::after_backup(&cfg, &storage, &report.key))
         .unwrap_err();
     assert_eq!(e.stage, Stage::Retention);
     assert!(e.message.contains("not in the listing"), "{e}");
@@ -544,7 +543,7 @@ fn after_backup_deletes_nothing_when_the_new_backup_is_not_listed() {
     report.key = name("backup_", ago(200), "dump.zst");
     std::fs::write(dir.join(&report.key), b"x").unwrap();
     let r = rt()
-        .block_on(retention::after_backup(&cfg, &storage, &report))
+        .block_on(retention::after_backup(&cfg, &storage, &report.key))
         .unwrap();
     assert_eq!(r.deleted, old[1..].to_vec());
     assert!(dir.join(&report.key).exists() && dir.join(&old[0]).exists());
