@@ -83,7 +83,7 @@ pub async fn run(
 ) -> Outcome {
     let started = Utc::now();
     let t0 = Instant::now();
-    let result = backup(cfg, storage, cancel, started, priority).await;
+    let result = backup(cfg, storage, cancel, priority).await;
     Outcome {
         database: cfg.database.name().to_string(),
         started,
@@ -97,13 +97,38 @@ async fn backup(
     cfg: &Config,
     storage: &dyn ObjectStore,
     cancel: &CancellationToken,
-    started: DateTime<Utc>,
     priority: Priority,
 ) -> Result<BackupReport, JobError> {
-    let key = crate::naming::object_name(&cfg.prefix, started, cfg.format, cfg.compression);
+    // Missing credentials fail here, in one line, before any dump starts.
+    cancellable(cancel, async {
+        storage
+            .probe_credentials()
+            .await
+            .map_err(|e| JobError::storage(Stage::Upload, e))
+    })
+    .await?;
     let server = cancellable(cancel, pg::server_info(&cfg.database)).await?;
     let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
     tracing::debug!(server = %server.version, pg_dump = %tools.version_line, "versions");
+    // One run per store and prefix on this host, then a name nobody holds:
+    // a backup never replaces another (the store's commit checks again).
+    let Some(_lock) = crate::lock::acquire(&storage.describe(), &cfg.prefix, cancel).await else {
+        return Err(cancelled());
+    };
+    let key = cancellable(cancel, free_name(storage, cfg, Utc::now())).await?;
+    // The manifest reads the dump's own snapshot, unless the user chose one.
+    let snapshot = if cfg
+        .pg_dump_options
+        .iter()
+        .any(|o| o.starts_with("--snapshot") || o == "--serializable-deferrable")
+    {
+        None
+    } else {
+        cancellable(cancel, async {
+            Ok(pg::export_snapshot(&cfg.database).await)
+        })
+        .await?
+    };
 
     let mut cmd = tools.command("pg_dump", &cfg.database);
     cmd.arg("--no-password")
@@ -111,6 +136,9 @@ async fn backup(
     if cfg.format == Format::Custom {
         // We compress the stream ourselves, faster and in one place.
         cmd.arg("--compress=0");
+    }
+    if let Some(s) = &snapshot {
+        cmd.arg(format!("--snapshot={}", s.id));
     }
     cmd.args(&cfg.pg_dump_options)
         .arg(format!("--dbname={}", cfg.database.url_without_password()))
@@ -228,7 +256,15 @@ async fn backup(
                 writer.abort().await;
                 return Err(cancelled());
             }
-            crate::manifest::commit_with_manifest(cfg, storage, &key, writer, &meta).await?;
+            crate::manifest::commit_with_manifest(
+                cfg,
+                storage,
+                &key,
+                writer,
+                &meta,
+                snapshot.as_ref().map(|s| &s.client),
+            )
+            .await?;
             Ok(BackupReport {
                 key,
                 dump_bytes: counts.dump_bytes,
@@ -239,6 +275,33 @@ async fn backup(
             })
         }
     }
+}
+
+/// How many later seconds a run may move its name to when its own is taken.
+const NAME_TRIES: i64 = 60;
+
+/// The object name for a backup at `at`, or the first later second whose
+/// name nobody holds (a run just before, in the same second).
+async fn free_name(
+    storage: &dyn ObjectStore,
+    cfg: &Config,
+    at: DateTime<Utc>,
+) -> Result<String, JobError> {
+    for s in 0..NAME_TRIES {
+        let t = at + chrono::Duration::seconds(s);
+        let key = crate::naming::object_name(&cfg.prefix, t, cfg.format, cfg.compression);
+        match storage.head(&key).await {
+            Err(e) if e.is_not_found() => return Ok(key),
+            Ok(_) => {
+                tracing::info!(object = %key, "name taken by an earlier backup; trying the next second")
+            }
+            Err(e) => return Err(JobError::storage(Stage::Upload, e)),
+        }
+    }
+    Err(JobError::permanent(
+        Stage::Upload,
+        format!("no free backup name in the {NAME_TRIES} s after {at}"),
+    ))
 }
 
 /// Kills pg_dump's whole process group when stopped early, including when

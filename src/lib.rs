@@ -30,6 +30,7 @@ pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod job;
+pub mod lock;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;

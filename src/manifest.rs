@@ -66,8 +66,16 @@ const CAPTURE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Reads the row estimates of every user table, and whether each has a row
 /// (a direct probe: estimates are -1 until the first ANALYZE, and small
 /// tables may never reach autovacuum's threshold).
-pub async fn capture(db: &Database, backup: &str) -> Result<Manifest, JobError> {
-    tokio::time::timeout(CAPTURE_TIMEOUT, capture_inner(db, backup))
+///
+/// On `snapshot`, the connection whose transaction exported the snapshot
+/// pg_dump used, the counts are those of the dump itself; without it, a new
+/// connection reads them as they are now.
+pub async fn capture(
+    db: &Database,
+    snapshot: Option<&tokio_postgres::Client>,
+    backup: &str,
+) -> Result<Manifest, JobError> {
+    tokio::time::timeout(CAPTURE_TIMEOUT, capture_inner(db, snapshot, backup))
         .await
         .unwrap_or_else(|_| {
             Err(JobError::transient(
@@ -77,9 +85,20 @@ pub async fn capture(db: &Database, backup: &str) -> Result<Manifest, JobError> 
         })
 }
 
-async fn capture_inner(db: &Database, backup: &str) -> Result<Manifest, JobError> {
+async fn capture_inner(
+    db: &Database,
+    snapshot: Option<&tokio_postgres::Client>,
+    backup: &str,
+) -> Result<Manifest, JobError> {
     let stage = Stage::Dump;
-    let c = pg::connect(db).await?;
+    let own;
+    let c = match snapshot {
+        Some(c) => c,
+        None => {
+            own = pg::connect(db).await?;
+            &own
+        }
+    };
     // Never wait behind a migration's lock, never run away.
     c.batch_execute("SET lock_timeout = '5s'; SET statement_timeout = '60s'")
         .await
@@ -194,8 +213,9 @@ pub async fn commit_with_manifest(
     key: &str,
     writer: Box<dyn ObjectWriter>,
     meta: &ObjectMeta,
+    snapshot: Option<&tokio_postgres::Client>,
 ) -> Result<(), JobError> {
-    let stored = match capture(&cfg.database, key).await {
+    let stored = match capture(&cfg.database, snapshot, key).await {
         Ok(m) => match store(storage, key, &m).await {
             Ok(()) => true,
             Err(e) => {

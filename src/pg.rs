@@ -221,6 +221,45 @@ pub async fn server_info(db: &Database) -> Result<ServerInfo, JobError> {
     })
 }
 
+/// A transaction that exported its snapshot for pg_dump (`--snapshot`):
+/// while it stays open, queries on `client` see exactly what the dump sees,
+/// so the manifest's row counts match the archive.
+pub struct Snapshot {
+    pub client: tokio_postgres::Client,
+    pub id: String,
+}
+
+/// Exports a snapshot; `None` (logged) where the server refuses, and the
+/// dump then takes its own as before.
+pub async fn export_snapshot(db: &Database) -> Option<Snapshot> {
+    let res = async {
+        let client = connect(db).await?;
+        let row = client
+            .simple_query(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_catalog.pg_export_snapshot()",
+            )
+            .await
+            .map_err(|e| JobError::permanent(Stage::Connect, format!("exporting a snapshot: {e}")))?
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(String::from),
+                _ => None,
+            });
+        match row {
+            Some(id) => Ok(Snapshot { client, id }),
+            None => Err(JobError::permanent(Stage::Connect, "pg_export_snapshot returned nothing")),
+        }
+    }
+    .await;
+    match res {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no exported snapshot: the manifest is read after the dump");
+            None
+        }
+    }
+}
+
 fn connect_error(db: &Database, e: &tokio_postgres::Error) -> JobError {
     let target = host_label(db.url_without_password());
     // tokio-postgres puts the server's message in the source chain.

@@ -86,6 +86,24 @@ fn load_storage_config() -> Result<(Config, bool), ConfigError> {
     Ok((Config::from_vars(vars)?, has_db))
 }
 
+/// The one line printed for a failed command: the chain of contexts down
+/// to the first of our own typed errors, whose message already sums up its
+/// sources (an SDK's page-long account of every credential provider it
+/// tried stays out of the line).
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for c in e.chain() {
+        parts.push(c.to_string());
+        if c.is::<crate::error::JobError>()
+            || c.is::<crate::storage::StoreError>()
+            || c.is::<ConfigError>()
+        {
+            break;
+        }
+    }
+    crate::error::one_line(&parts.join(": "))
+}
+
 /// 2 for configuration and usage errors, 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let config = |c: &(dyn std::error::Error + 'static)| {

@@ -12,3 +12,4 @@ mod proxy;
 mod recovery;
 mod restore;
 mod retention;
+mod storage;
