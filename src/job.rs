@@ -295,7 +295,12 @@ async fn free_name(
             Ok(_) => {
                 tracing::info!(object = %key, "name taken by an earlier backup; trying the next second")
             }
-            Err(e) => return Err(JobError::storage(Stage::Upload, e)),
+            // A write-only key may not look; the store's commit still refuses
+            // to replace an object.
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot look for an earlier backup of the same name");
+                return Ok(key);
+            }
         }
     }
     Err(JobError::permanent(

@@ -2,12 +2,14 @@
 //! `pgbackup backup` beside the daemon (the common case: the same
 //! container) waits for the daemon's run instead of racing it for the same
 //! object name. The lock is an advisory `flock` on a file in the temp
-//! directory, released when the process ends however it ends. Runs on
-//! other hosts are not covered: conditional writes are their guard
-//! (README, "Two writers on one prefix").
+//! directory, released when the process ends however it ends; the holder
+//! removes the file when done, and a waiter that finds its file removed
+//! opens the new one, so removal never lets two runs in. Runs on other
+//! hosts are not covered: conditional writes are their guard (README,
+//! "Two writers on one prefix").
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -16,7 +18,17 @@ use tokio_util::sync::CancellationToken;
 /// Held for as long as the backup runs; dropping it unlocks.
 #[derive(Debug)]
 pub struct PrefixLock {
-    _file: Option<File>,
+    held: Option<(File, PathBuf)>,
+}
+
+impl Drop for PrefixLock {
+    fn drop(&mut self) {
+        // Removed while still locked: a waiter then sees its file is gone.
+        if let Some((file, path)) = self.held.take() {
+            let _ = std::fs::remove_file(&path);
+            drop(file);
+        }
+    }
 }
 
 /// The lock file of `store` (its description) and `prefix`.
@@ -32,27 +44,43 @@ pub fn path(store: &str, prefix: &str) -> PathBuf {
 /// How often a waiting run looks again.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Whether `file` is still the one at `path` (not removed by its holder).
+fn still_linked(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Waits for the lock of `store` and `prefix`. `None` when cancelled. A
 /// lock file that cannot be opened (read-only temp directory) is logged and
 /// the backup goes on unlocked: conditional writes still guard the object.
 pub async fn acquire(store: &str, prefix: &str, cancel: &CancellationToken) -> Option<PrefixLock> {
     let p = path(store, prefix);
-    let file = match OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(path = %p.display(), error = %e, "cannot open the backup lock file; going on without it");
-            return Some(PrefixLock { _file: None });
-        }
+    let unlocked = |e: std::io::Error| {
+        tracing::warn!(path = %p.display(), error = %e, "cannot use the backup lock file; going on without it");
+        Some(PrefixLock { held: None })
     };
     let mut told = false;
     loop {
+        let file = match OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+        {
+            Ok(f) => f,
+            Err(e) => return unlocked(e),
+        };
         match file.try_lock() {
-            Ok(()) => return Some(PrefixLock { _file: Some(file) }),
+            Ok(()) if still_linked(&file, &p) => {
+                return Some(PrefixLock {
+                    held: Some((file, p)),
+                })
+            }
+            // Its holder removed it as we locked it: open the new one.
+            Ok(()) => continue,
             Err(TryLockError::WouldBlock) => {
                 if !told {
                     tracing::info!(
@@ -62,10 +90,7 @@ pub async fn acquire(store: &str, prefix: &str, cancel: &CancellationToken) -> O
                     told = true;
                 }
             }
-            Err(TryLockError::Error(e)) => {
-                tracing::warn!(path = %p.display(), error = %e, "cannot lock the backup lock file; going on without it");
-                return Some(PrefixLock { _file: None });
-            }
+            Err(TryLockError::Error(e)) => return unlocked(e),
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -78,12 +103,16 @@ pub async fn acquire(store: &str, prefix: &str, cancel: &CancellationToken) -> O
 mod tests {
     use super::*;
 
+    fn unique_prefix() -> String {
+        format!("lock-test-{:016x}/", rand::random::<u64>())
+    }
+
     #[tokio::test]
     async fn a_second_run_waits_until_the_first_ends() {
-        let prefix = format!("lock-test-{:016x}/", rand::random::<u64>());
+        let prefix = unique_prefix();
         let cancel = CancellationToken::new();
         let first = acquire("memory", &prefix, &cancel).await.unwrap();
-        assert!(first._file.is_some());
+        assert!(first.held.is_some());
         let second = tokio::spawn({
             let (prefix, cancel) = (prefix.clone(), cancel.clone());
             async move { acquire("memory", &prefix, &cancel).await }
@@ -94,16 +123,41 @@ mod tests {
         let second = tokio::time::timeout(POLL * 8, second)
             .await
             .unwrap()
+            .unwrap()
             .unwrap();
-        assert!(second.is_some());
+        assert!(second.held.is_some());
+        assert!(path("memory", &prefix).exists(), "the holder's file");
         // Other prefixes never wait.
-        assert!(acquire("memory", "other/", &cancel).await.is_some());
-        let _ = std::fs::remove_file(path("memory", &prefix));
+        assert!(acquire("memory", &unique_prefix(), &cancel).await.is_some());
+        drop(second);
+        assert!(!path("memory", &prefix).exists(), "removed when released");
+    }
+
+    #[tokio::test]
+    async fn three_runs_take_turns_one_at_a_time() {
+        let prefix = unique_prefix();
+        let cancel = CancellationToken::new();
+        let inside = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (prefix, cancel, inside) = (prefix.clone(), cancel.clone(), inside.clone());
+            tasks.push(tokio::spawn(async move {
+                let _l = acquire("memory", &prefix, &cancel).await.unwrap();
+                let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert_eq!(n, 0, "two runs held the lock at once");
+                tokio::time::sleep(POLL).await;
+                inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(!path("memory", &prefix).exists());
     }
 
     #[tokio::test]
     async fn waiting_ends_on_cancel() {
-        let prefix = format!("lock-test-{:016x}/", rand::random::<u64>());
+        let prefix = unique_prefix();
         let cancel = CancellationToken::new();
         let _held = acquire("memory", &prefix, &cancel).await.unwrap();
         let waiting = tokio::spawn({
@@ -112,6 +166,5 @@ mod tests {
         });
         cancel.cancel();
         assert!(waiting.await.unwrap().is_none());
-        let _ = std::fs::remove_file(path("memory", &prefix));
     }
 }

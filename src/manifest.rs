@@ -160,13 +160,17 @@ async fn capture_inner(
     })
 }
 
-/// Writes the manifest of backup `key`. It carries no sha256 of its own
-/// (locally that would be one more sidecar); a damaged one fails to parse.
+/// Writes the manifest of backup `key`, with its sha256 as any object
+/// (S3 metadata, or a sidecar locally).
 pub async fn store(storage: &dyn ObjectStore, key: &str, m: &Manifest) -> Result<(), JobError> {
     let body = serde_json::to_vec_pretty(m)
         .map_err(|e| JobError::permanent(Stage::Upload, format!("manifest: {e}")))?;
+    let meta = ObjectMeta {
+        sha256: hex::encode(Sha256::digest(&body)),
+        ..Default::default()
+    };
     storage
-        .put(&object_name(key), Bytes::from(body), &ObjectMeta::default())
+        .put(&object_name(key), Bytes::from(body), &meta)
         .await
         .map_err(|e| JobError::storage(Stage::Upload, e))
 }
@@ -192,7 +196,6 @@ pub async fn load(
         .read_to_end(&mut body)
         .await
         .map_err(|e| JobError::transient(stage, format!("reading {name}: {e}")).with_source(e))?;
-    // Manifests written before 0.2 carry a sha256 on S3.
     if !meta.sha256.is_empty() && meta.sha256 != hex::encode(Sha256::digest(&body)) {
         return Err(JobError::permanent(
             stage,

@@ -332,8 +332,8 @@ impl ObjectWriter for S3Writer {
                 "{} exists: a backup is never replaced",
                 self.s3.object(&self.key)
             ))),
-            Err(e) if e.is_not_found() => self.finish(meta).await,
-            Err(e) => Err(e),
+            // A write-only key may not look: the conditional write decides.
+            Err(_) => self.finish(meta).await,
         };
         if res.is_err() {
             self.cancel().await;
@@ -659,9 +659,15 @@ where
     let (message, kind) = match &e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            let code = err.code().unwrap_or("error");
             let msg = err.message().unwrap_or("");
             let status = se.raw().status().as_u16();
+            // HEAD replies have no body, hence no code: name the status.
+            let code = err.code().unwrap_or(match status {
+                403 => "Forbidden",
+                404 => "NotFound",
+                412 => "PreconditionFailed",
+                _ => "error",
+            });
             let hint = match code {
                 "NoSuchBucket" => " (does the bucket exist? check AWS_S3_BUCKET)",
                 "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "Forbidden" => {

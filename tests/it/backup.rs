@@ -107,7 +107,7 @@ fn local_directory_storage_with_sidecar() {
     let files: Vec<String> = std::fs::read_dir(dir.join("sub/dir"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| !f.ends_with(".manifest.json"))
+        .filter(|f| !f.contains(".manifest.json"))
         .collect();
     assert_eq!(
         files.len(),

@@ -833,10 +833,14 @@ fn local_storage_restores_verifies_and_drills() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     files.sort();
-    // The backup, its checksum, and its manifest: nothing else.
-    assert_eq!(files.len(), 3, "{files:?}");
+    // The backup and its manifest, each with its checksum: nothing else.
+    assert_eq!(files.len(), 4, "{files:?}");
     assert!(files[0].ends_with(".sql.zst") && files[1].ends_with(".sql.zst.manifest.json"));
-    assert!(files[2].ends_with(".sql.zst.sha256"), "{files:?}");
+    assert!(
+        files[2].ends_with(".sql.zst.manifest.json.sha256"),
+        "{files:?}"
+    );
+    assert!(files[3].ends_with(".sql.zst.sha256"), "{files:?}");
 
     let run = pgbackup(&["verify", "latest"], &env);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -925,7 +929,7 @@ fn a_signal_stops_restores_and_drills_and_cleans_up() {
             assert_eq!(status.code(), Some(1), "{ctx}: {log}");
             let last = log.lines().last().unwrap_or("");
             assert!(
-                last.contains("cancelled failed: ") && last.contains("stopped by a signal"),
+                last.starts_with("error: cancelled: ") && last.contains("stopped by a signal"),
                 "{ctx}: {last}"
             );
             let db = if what == "restore" {
