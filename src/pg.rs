@@ -36,7 +36,9 @@ pub async fn connect(db: &Database) -> Result<tokio_postgres::Client, JobError> 
     let cfg = client_config(db.url_without_password(), db.password().map(|p| p.expose()))?;
     let url = db.url_without_password();
     let (mode, root) = (query_param(url, "sslmode"), query_param(url, "sslrootcert"));
-    let tls = tls::connector(mode.as_deref(), root.as_deref())
+    let identity = client_identity(url, mode.as_deref())
+        .map_err(|e| JobError::permanent(Stage::Connect, e))?;
+    let tls = tls::connector(mode.as_deref(), root.as_deref(), identity)
         .map_err(|e| JobError::permanent(Stage::Connect, format!("TLS setup: {e}")))?;
     let (client, conn) = cfg.connect(tls).await.map_err(|e| connect_error(db, &e))?;
     tokio::spawn(async move {
@@ -45,12 +47,37 @@ pub async fn connect(db: &Database) -> Result<tokio_postgres::Client, JobError> 
     Ok(client)
 }
 
+/// The client certificate of the URL's `sslcert` and `sslkey`, which pg_dump
+/// presents too; none when the URL names neither or TLS is off
+/// (`sslmode=disable`). Unlike libpq, neither file defaults to
+/// `~/.postgresql/postgresql.{crt,key}`: a certificate is only ever sent when
+/// the URL asks for it, and a file that is named but cannot be used is an
+/// error rather than silently skipped.
+fn client_identity(url: &Url, sslmode: Option<&str>) -> Result<Option<tls::Identity>, String> {
+    if sslmode == Some("disable") {
+        return Ok(None);
+    }
+    match (query_param(url, "sslcert"), query_param(url, "sslkey")) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => tls::Identity::load(&cert, &key).map(Some),
+        (Some(_), None) => Err(
+            "client certificate: sslcert is set but sslkey is not; set both (the ~/.postgresql defaults are not read)"
+                .to_string(),
+        ),
+        (None, Some(_)) => Err(
+            "client certificate: sslkey is set but sslcert is not; set both (the ~/.postgresql defaults are not read)"
+                .to_string(),
+        ),
+    }
+}
+
 /// rustls, the TLS stack the S3 and webhook clients use too (one stack, no
 /// OpenSSL in the process), with libpq's sslmode meanings: `verify-full`
 /// checks the chain and the host name, `verify-ca` the chain only, and the
 /// other modes encrypt without checking the certificate, as libpq does.
 /// The roots are the URL's `sslrootcert` file (pg_dump reads the same), else
-/// the system's (SSL_CERT_FILE / SSL_CERT_DIR).
+/// the system's (SSL_CERT_FILE / SSL_CERT_DIR). A client certificate, when
+/// the URL has one, is presented in every mode.
 mod tls {
     use std::sync::Arc;
 
@@ -58,13 +85,69 @@ mod tls {
     use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::pki_types::{pem, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
     use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
     use tokio_postgres_rustls::MakeRustlsConnect;
+
+    /// A client certificate chain and its private key, from PEM files.
+    pub struct Identity {
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        /// "sslcert <file> and sslkey <file>", for messages.
+        files: String,
+    }
+
+    impl Identity {
+        /// Reads `sslcert` (a PEM certificate chain, the client's first) and
+        /// `sslkey` (a PEM private key: PKCS#8, PKCS#1 or SEC1). Messages
+        /// name the parameter and the file, never the file's contents.
+        pub fn load(cert_file: &str, key_file: &str) -> Result<Identity, String> {
+            let chain = CertificateDer::pem_file_iter(cert_file)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .and_then(|c| {
+                    if c.is_empty() {
+                        Err(pem::Error::NoItemsFound)
+                    } else {
+                        Ok(c)
+                    }
+                })
+                .map_err(|e| {
+                    format!(
+                        "client certificate: sslcert {cert_file}: {}",
+                        describe(e, "no PEM certificate in it")
+                    )
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                format!(
+                    "client certificate: sslkey {key_file}: {}",
+                    describe(
+                        e,
+                        "no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1) in it"
+                    )
+                )
+            })?;
+            Ok(Identity {
+                chain,
+                key,
+                files: format!("sslcert {cert_file} and sslkey {key_file}"),
+            })
+        }
+    }
+
+    /// A PEM reading error in a few words: the I/O error as it is, anything
+    /// else without the parser's detail (which could quote the file).
+    fn describe(e: pem::Error, none_found: &str) -> String {
+        match e {
+            pem::Error::Io(e) => format!("cannot read it: {e}"),
+            pem::Error::NoItemsFound => none_found.to_string(),
+            _ => "not a valid PEM file".to_string(),
+        }
+    }
 
     pub fn connector(
         sslmode: Option<&str>,
         root_file: Option<&str>,
+        identity: Option<Identity>,
     ) -> Result<MakeRustlsConnect, Error> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -100,7 +183,13 @@ mod tls {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Unchecked(provider))),
         };
-        Ok(MakeRustlsConnect::new(config.with_no_client_auth()))
+        let config = match identity {
+            Some(id) => config
+                .with_client_auth_cert(id.chain, id.key)
+                .map_err(|e| Error::General(format!("{}: {e}", id.files)))?,
+            None => config.with_no_client_auth(),
+        };
+        Ok(MakeRustlsConnect::new(config))
     }
 
     /// `verify-ca`: a chain to a trusted root, whatever name it is for.
@@ -512,6 +601,47 @@ mod tests {
         assert_eq!(parse_tool_major("garbage"), None);
         assert_eq!(major_of(150020), 15);
         assert_eq!(major_of(90624), 9);
+    }
+
+    #[test]
+    fn client_certificates_need_both_files_and_name_the_missing_one() {
+        let url = |q: &str| Url::parse(&format!("postgres://u:secret@h/db?{q}")).unwrap();
+        let err = |q: &str, mode: Option<&str>| {
+            client_identity(&url(q), mode)
+                .err()
+                .unwrap_or_else(|| panic!("{q}: no error"))
+        };
+        assert!(client_identity(&url("sslmode=require"), Some("require"))
+            .unwrap()
+            .is_none());
+        // No TLS, so nothing to present, as with libpq.
+        assert!(client_identity(&url("sslcert=/nope.crt"), Some("disable"))
+            .unwrap()
+            .is_none());
+        let only_cert = err("sslcert=/c.crt", None);
+        assert!(only_cert.contains("sslkey is not"), "{only_cert}");
+        let only_key = err("sslkey=/k.key", Some("verify-full"));
+        assert!(only_key.contains("sslcert is not"), "{only_key}");
+
+        let dir = std::env::temp_dir().join(format!("pgbackup-pg-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = dir.join("client.crt");
+        std::fs::write(&cert, "not a certificate\n").unwrap();
+        let missing = dir.join("missing.key");
+        let q = format!("sslcert={}&sslkey={}", cert.display(), missing.display());
+        let e = err(&q, None);
+        assert!(e.contains(&format!("sslcert {}", cert.display())), "{e}");
+        assert!(e.contains("no PEM certificate"), "{e}");
+        assert!(!e.contains('\n') && !e.contains("secret"), "{e}");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = err(&q, None);
+        assert!(e.contains(&format!("sslkey {}", missing.display())), "{e}");
+        assert!(e.contains("cannot read it"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -300,3 +300,133 @@ fn tls_follows_sslmode_and_sslrootcert() {
         run.stderr
     );
 }
+
+/// A client certificate for `user` signed by the CA of `tls_files`, its key
+/// in `form` ("pkcs8" or "sec1"), readable by its owner only (libpq refuses
+/// a key file others may read).
+fn client_cert(dir: &Path, user: &str, form: &str) -> (PathBuf, PathBuf) {
+    let (crt, key) = (format!("{user}-{form}.crt"), format!("{user}-{form}.key"));
+    let convert = match form {
+        "pkcs8" => String::new(),
+        "sec1" => {
+            format!("openssl ec -in {key} -out {key}.sec1 2>/dev/null && mv {key}.sec1 {key}")
+        }
+        other => panic!("unknown key form {other}"),
+    };
+    run_ok(
+        std::process::Command::new("bash")
+            .args([
+                "-ec",
+                &format!(
+                    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+                       -keyout {key} -out {crt}.csr -subj /CN={user} 2>/dev/null
+                     {convert}
+                     printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > {crt}.ext
+                     openssl x509 -req -in {crt}.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                       -out {crt} -days 2 -extfile {crt}.ext 2>/dev/null
+                     chmod 0600 {key}"
+                ),
+            ])
+            .current_dir(dir),
+    );
+    (dir.join(crt), dir.join(key))
+}
+
+/// `sslcert` and `sslkey` reach pgbackup's own connection as they reach
+/// pg_dump's: against a server that lets no one in over TCP without a
+/// certificate signed by its CA, whose name is the user's.
+#[test]
+fn client_certificates_from_sslcert_and_sslkey() {
+    use std::os::unix::fs::MetadataExt;
+
+    let pg2 = Postgres::start_dedicated();
+    let db = pg2.fresh_db("clientcert");
+    load_fixture(&pg2, &db, 100);
+    let dir = temp_dir("clientcert");
+    let (ca, cert, key) = tls_files(&dir);
+
+    // The CA that signs client certificates, in the data directory.
+    let owner = std::fs::metadata(&pg2.data).unwrap();
+    let server_ca = pg2.data.join("client-ca.crt");
+    std::fs::copy(&ca, &server_ca).unwrap();
+    std::os::unix::fs::chown(&server_ca, Some(owner.uid()), Some(owner.gid())).unwrap();
+    pg2.psql(
+        "postgres",
+        &format!("ALTER SYSTEM SET ssl_ca_file = '{}'", server_ca.display()),
+    );
+    // Over TCP: TLS with a client certificate, nothing else (the socket,
+    // which the harness uses, stays as it is). require_tls reloads.
+    let hba = pg2.data.join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("hostssl all all 127.0.0.1/32 cert\n{old}")).unwrap();
+    pg2.require_tls(&cert, &key);
+
+    let ca = ca.to_str().unwrap().to_string();
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres:{}@localhost:{}/{db}?sslmode=verify-full&sslrootcert={ca}{query}",
+            pg2.password, pg2.port
+        )
+    };
+    let backup = |url: &str| {
+        let out = temp_dir("clientcert-out");
+        let run = pgbackup(
+            &["backup"],
+            &vars(&[
+                ("BACKUP_DATABASE_URL", url),
+                ("BACKUP_LOCAL_DIR", out.to_str().unwrap()),
+            ]),
+        );
+        let stored: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".dump.zst"))
+            .collect();
+        (run, stored)
+    };
+
+    // Keys in PKCS#8 and in SEC1 ("EC PRIVATE KEY") form.
+    for form in ["pkcs8", "sec1"] {
+        let (crt, key) = client_cert(&dir, "postgres", form);
+        let query = format!("&sslcert={}&sslkey={}", crt.display(), key.display());
+        let (run, stored) = backup(&url(&query));
+        assert_eq!(run.code, 0, "{form}: {}", run.all());
+        assert_eq!(stored.len(), 1, "{form}: {stored:?}");
+    }
+
+    // Without a certificate the server turns pgbackup away before pg_dump runs.
+    let (run, stored) = backup(&url(""));
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("connect failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("certificate"),
+        "the server's reason: {}",
+        run.stderr
+    );
+    assert!(stored.is_empty(), "{stored:?}");
+
+    // A key file that is not there, and a key without its certificate:
+    // one clear line each, naming the parameter and the file.
+    let (crt, _) = client_cert(&dir, "postgres", "pkcs8");
+    let missing = dir.join("absent.key");
+    let (run, stored) = backup(&url(&format!(
+        "&sslcert={}&sslkey={}",
+        crt.display(),
+        missing.display()
+    )));
+    assert_ne!(run.code, 0, "{}", run.all());
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {}", run.stderr));
+    assert!(line.contains("connect failed"), "{line}");
+    assert!(line.contains("sslkey"), "{line}");
+    assert!(line.contains(missing.to_str().unwrap()), "{line}");
+    assert!(!run.all().contains(&pg2.password), "{}", run.all());
+    assert!(stored.is_empty(), "{stored:?}");
+
+    let (run, _) = backup(&url(&format!("&sslkey={}", missing.display())));
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("sslcert is not"), "{}", run.stderr);
+}
