@@ -85,7 +85,7 @@ pub async fn run(
     let t0 = Instant::now();
     let result = backup(cfg, storage, cancel, started, priority).await;
     Outcome {
-        database: cfg.database.name().to_string(),
+        database: cfg.dump.database.name().to_string(),
         started,
         finished: Utc::now(),
         duration: t0.elapsed(),
@@ -100,20 +100,28 @@ async fn backup(
     started: DateTime<Utc>,
     priority: Priority,
 ) -> Result<BackupReport, JobError> {
-    let key = crate::naming::object_name(&cfg.prefix, started, cfg.format, cfg.compression);
-    let server = cancellable(cancel, pg::server_info(&cfg.database)).await?;
-    let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+    let key = crate::naming::object_name(
+        &cfg.store.prefix,
+        started,
+        cfg.dump.format,
+        cfg.dump.compression,
+    );
+    let server = cancellable(cancel, pg::server_info(&cfg.dump.database)).await?;
+    let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
     tracing::debug!(server = %server.version, pg_dump = %tools.version_line, "versions");
 
-    let mut cmd = tools.command("pg_dump", &cfg.database);
+    let mut cmd = tools.command("pg_dump", &cfg.dump.database);
     cmd.arg("--no-password")
-        .arg(format!("--format={}", cfg.format.as_str()));
-    if cfg.format == Format::Custom {
+        .arg(format!("--format={}", cfg.dump.format.as_str()));
+    if cfg.dump.format == Format::Custom {
         // We compress the stream ourselves, faster and in one place.
         cmd.arg("--compress=0");
     }
-    cmd.args(&cfg.pg_dump_options)
-        .arg(format!("--dbname={}", cfg.database.url_without_password()))
+    cmd.args(&cfg.dump.pg_dump_options)
+        .arg(format!(
+            "--dbname={}",
+            cfg.dump.database.url_without_password()
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so that stopping it also stops anything it
@@ -145,7 +153,7 @@ async fn backup(
     let stderr_task = tokio::spawn(pg::drain_tail(stderr));
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
-    let compression = cfg.compression;
+    let compression = cfg.dump.compression;
     // The compressor reads the pipe with plain blocking reads on a thread of
     // its own: no runtime wakeups per read, and its priority can be lowered
     // without touching a pooled thread.
@@ -214,9 +222,9 @@ async fn backup(
             };
             for (k, v) in [
                 ("dump-bytes", counts.dump_bytes.to_string()),
-                ("format", cfg.format.as_str().to_string()),
-                ("compression", cfg.compression.as_str().to_string()),
-                ("database", cfg.database.name().to_string()),
+                ("format", cfg.dump.format.as_str().to_string()),
+                ("compression", cfg.dump.compression.as_str().to_string()),
+                ("database", cfg.dump.database.name().to_string()),
                 ("server-version", server.version.clone()),
                 ("pg-dump-version", tools.major.to_string()),
                 ("pgbackup-version", env!("CARGO_PKG_VERSION").to_string()),

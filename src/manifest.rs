@@ -237,7 +237,7 @@ pub async fn commit_with_manifest(
     writer: Writer,
     meta: &ObjectMeta,
 ) -> Result<(), JobError> {
-    let stored = match capture(&cfg.database, key).await {
+    let stored = match capture(&cfg.dump.database, key).await {
         Ok(m) => match store(storage, key, &m).await {
             Ok(()) => true,
             Err(e) => {

@@ -9,10 +9,9 @@ use crate::job;
 use crate::notify::Notifications;
 use crate::pg::human_bytes;
 use crate::retention;
-use crate::storage::Storage;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let storage = Storage::from_config(&cfg).await?;
+    let storage = super::open_storage(&cfg.store).await?;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

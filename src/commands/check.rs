@@ -5,33 +5,33 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::pg;
-use crate::storage::{ObjectMeta, Storage};
+use crate::storage::ObjectMeta;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     println!(
         "config      ok (database {:?}, storage {})",
-        cfg.database.name(),
+        cfg.dump.database.name(),
         storage_label(&cfg)
     );
-    let server = pg::server_info(&cfg.database).await?;
+    let server = pg::server_info(&cfg.dump.database).await?;
     println!(
         "database    ok ({} at {}, PostgreSQL {})",
-        cfg.database.name(),
-        pg::host_label(cfg.database.url_without_password()),
+        cfg.dump.database.name(),
+        pg::host_label(cfg.dump.database.url_without_password()),
         server.version
     );
-    let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+    let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
     println!(
         "pg_dump     ok ({} in {})",
         tools.version_line,
         tools.bin_dir.display()
     );
 
-    let storage = Storage::from_config(&cfg).await?;
+    let storage = super::open_storage(&cfg.store).await?;
     // A name outside the backup shape, so retention never counts it.
     let key = format!(
         "{}.pgbackup-check-{:016x}",
-        cfg.prefix,
+        cfg.store.prefix,
         rand::random::<u64>()
     );
     let mut w = storage.create(&key).await?;
@@ -58,7 +58,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn storage_label(cfg: &Config) -> String {
-    match &cfg.storage {
+    match &cfg.store.backend {
         crate::config::StorageConfig::S3 {
             bucket, endpoint, ..
         } => {

@@ -1,8 +1,8 @@
 //! `pgbackup list [--json]`: the backups in storage, newest first.
 
 use crate::catalog;
+use crate::config::StoreConfig;
 use crate::error::Stage;
-use crate::storage::Storage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -12,9 +12,9 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let (cfg, _) = super::load_storage_config()?;
-    let storage = Storage::from_config(&cfg).await?;
-    let backups = catalog::list(&storage, &cfg.prefix, Stage::Verify)
+    let store = StoreConfig::from_env()?;
+    let storage = super::open_storage(&store).await?;
+    let backups = catalog::list(&storage, &store.prefix, Stage::Verify)
         .await
         .map_err(|e| anyhow::anyhow!("list failed: {}", e.message))?;
     if a.json {
@@ -36,7 +36,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if backups.is_empty() {
         eprintln!(
             "no backups under {:?} in {}",
-            cfg.prefix,
+            store.prefix,
             storage.describe()
         );
         return Ok(());

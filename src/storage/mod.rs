@@ -66,7 +66,7 @@ pub enum Storage {
 
 impl Storage {
     pub async fn from_config(cfg: &Config) -> Result<Storage, JobError> {
-        Ok(match &cfg.storage {
+        Ok(match &cfg.store.backend {
             StorageConfig::S3 {
                 bucket,
                 endpoint,
