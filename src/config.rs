@@ -911,6 +911,17 @@ fn check_pg_dump_options(opts: &[String]) -> Result<(), ConfigError> {
                 ),
             ));
         }
+        // pg_dump's options are ASCII: anything else cannot be one.
+        let name = match short {
+            Some(s) => s.strip_prefix('-'),
+            None => flag.strip_prefix("--").filter(|n| !n.is_empty()),
+        };
+        if name.is_some_and(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
+            return Err(invalid(
+                "BACKUP_OPTIONS",
+                format!("{flag:?} is not a pg_dump option"),
+            ));
+        }
         if flag == "--jobs" || short == Some("-j") {
             return Err(invalid(
                 "BACKUP_OPTIONS",
