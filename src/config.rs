@@ -1041,8 +1041,15 @@ fn parse_seconds(var: &'static str, s: &str, max: f64) -> Result<Duration, Confi
 mod tests {
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::from_vars(vars(pairs))
     }
 
     const URL: (&str, &str) = (
@@ -1241,6 +1248,267 @@ mod tests {
         assert_eq!(
             d.with_database("other db").url_without_password().path(),
             "/other%20db"
+        );
+    }
+
+    fn one_line_naming(e: &ConfigError, var: &str) {
+        assert_eq!(e.var, var, "{e}");
+        let line = e.to_string();
+        assert!(line.starts_with(&format!("invalid {var}: ")), "{line}");
+        assert!(!line.contains(['\n', '\r']), "{line:?}");
+    }
+
+    #[test]
+    fn inputs_that_used_to_panic_are_config_errors() {
+        const HOOK: (&str, &str) = ("BACKUP_WEBHOOK_URL", "https://hooks.example/x");
+        for (var, value) in [
+            ("BACKUP_OPTIONS", "-é"),
+            ("BACKUP_OPTIONS", "--exclude-tablé=x"),
+            ("AWS_S3_REGION", "us-east-1\nx"),
+            ("AWS_S3_REGION", "eu west"),
+            ("BACKUP_MAX_AGE_HOURS", "99999999999999999999"),
+            ("BACKUP_MAX_AGE_HOURS", "87601"),
+            ("BACKUP_MAX_AGE_HOURS", "NaN"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "1e300"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "3601"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "inf"),
+            ("BACKUP_WEBHOOK_RETRIES", "4294967295"),
+            ("BACKUP_RETENTION_DAYS", "4294967295"),
+            ("BACKUP_COMPRESSION_LEVEL", "4294967297"),
+            ("BACKUP_CRON_SCHEDULE", "0 0 30 2 *"),
+            ("AWS_S3_ENDPOINT", "ftp://host"),
+            ("AWS_S3_BUCKET", "my bucket"),
+        ] {
+            let e = cfg(&[URL, BUCKET, HOOK, (var, value)]).unwrap_err();
+            one_line_naming(&e, var);
+        }
+        // The webhook's timing is checked even before a URL is set.
+        let e = cfg(&[URL, BUCKET, ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "1e300")]).unwrap_err();
+        one_line_naming(&e, "BACKUP_WEBHOOK_BACKOFF_SECONDS");
+    }
+
+    #[test]
+    fn bounds_are_inclusive_and_conversions_exact() {
+        let c = cfg(&[
+            URL,
+            BUCKET,
+            ("BACKUP_MAX_AGE_HOURS", "87600"),
+            ("BACKUP_WEBHOOK_URL", "https://hooks.example/x"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "0.5"),
+            ("BACKUP_RETENTION_DAYS", "1000000"),
+            ("AWS_S3_REGION", " eu-west-3 "),
+        ])
+        .unwrap();
+        assert_eq!(c.daemon.max_age, Duration::from_secs(87_600 * 3600));
+        assert_eq!(
+            c.notify.webhook.unwrap().backoff,
+            Duration::from_millis(500)
+        );
+        assert_eq!(c.retention.days, 1_000_000);
+        assert!(
+            matches!(c.store.backend, StorageConfig::S3 { region, .. } if region == "eu-west-3")
+        );
+    }
+
+    #[test]
+    fn short_options_are_cut_at_characters() {
+        assert_eq!(short_flag("-é"), Some("-é"));
+        assert_eq!(short_flag("-Fd"), Some("-F"));
+        assert_eq!(short_flag("-tpeças"), Some("-t"));
+        assert_eq!(short_flag("--file"), None);
+        assert_eq!(short_flag("-"), None);
+        let ok = |o: &str| check_pg_dump_options(&[o.to_string()]).is_ok();
+        assert!(ok("-tpeças") && ok("--exclude-table=peças") && ok("--no-owner") && ok("--"));
+        assert!(!ok("-é") && !ok("-jx") && !ok("--jobs=2") && !ok("-Fc") && !ok("-Z9"));
+    }
+
+    #[test]
+    fn commands_that_read_backups_need_no_database() {
+        let store = StoreConfig::from_vars(vars(&[BUCKET])).unwrap();
+        assert_eq!(store.prefix, "backup_");
+        assert!(matches!(store.backend, StorageConfig::S3 { .. }));
+        let r = RetentionSettings::from_vars(vars(&[("BACKUP_KEEP_DAILY", "7")])).unwrap();
+        assert_eq!((r.days, r.min_count, r.keep_daily), (30, 3, Some(7)));
+        let local = [
+            ("BACKUP_LOCAL_DIR", "/b"),
+            ("PG_BIN_DIR", "/usr/lib/postgresql/15/bin"),
+        ];
+        let v = Vars::new(vars(&local)).unwrap();
+        assert_eq!(
+            DumpConfig::read_pg_bin_dir(&v).unwrap(),
+            Some(PathBuf::from("/usr/lib/postgresql/15/bin"))
+        );
+        assert!(DumpConfig::read_database(&v).unwrap().is_none());
+        // ...and what they do not read, they do not validate.
+        StoreConfig::from_vars(vars(&[BUCKET, ("BACKUP_OPTIONS", "-Fd")])).unwrap();
+        // Backing up does need it.
+        let e = DumpConfig::from_vars(vars(&local)).unwrap_err();
+        one_line_naming(&e, "BACKUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn a_drill_needs_a_scratch_database_that_is_not_the_source() {
+        let verify = |u: &'static str| ("BACKUP_VERIFY_DATABASE_URL", u);
+        // The same database, however the URL spells it: a configuration error.
+        for same in [
+            "postgres://app:s%40cret@db:5432/shop",
+            "postgres://other@db/shop",
+            "postgresql://app@db:5432/shop?sslmode=require",
+        ] {
+            let e = cfg(&[URL, BUCKET, verify(same)]).unwrap_err();
+            one_line_naming(&e, "BACKUP_VERIFY_DATABASE_URL");
+            assert!(e.message.contains("database being backed up"), "{e}");
+            assert!(!e.to_string().contains("s@cret"), "{e}");
+            let e = DrillConfig::from_vars(vars(&[URL, BUCKET, verify(same)])).unwrap_err();
+            one_line_naming(&e, "BACKUP_VERIFY_DATABASE_URL");
+        }
+        for other in [
+            "postgres://app@db:5432/scratch",
+            "postgres://app@db:5433/shop",
+            "postgres://app@db2/shop",
+        ] {
+            let c = cfg(&[URL, BUCKET, verify(other)]).unwrap();
+            assert_eq!(c.drill().source.unwrap().name(), "shop");
+        }
+        // Without BACKUP_DATABASE_URL, only a given scratch database will do.
+        let d = DrillConfig::from_vars(vars(&[BUCKET, verify("postgres://a@h/scratch")])).unwrap();
+        assert!(d.source.is_none());
+        let e = DrillConfig::from_vars(vars(&[BUCKET])).unwrap_err();
+        one_line_naming(&e, "BACKUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn cron_expressions_are_parsed_once_and_kept_as_written() {
+        let c = cfg(&[
+            URL,
+            BUCKET,
+            ("BACKUP_CRON_SCHEDULE", " 30 2 * * 1-5 "),
+            ("BACKUP_VERIFY_CRON_SCHEDULE", "0 4 * * 0"),
+        ])
+        .unwrap();
+        assert_eq!(c.schedule.cron.to_string(), "30 2 * * 1-5");
+        let t = chrono::DateTime::parse_from_rfc3339("2026-01-24T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let next = crate::schedule::next_after(c.schedule.cron.schedule(), t).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-01-26T02:30:00+00:00");
+        assert_eq!(c.schedule.verify_cron.unwrap().as_str(), "0 4 * * 0");
+        let e = cfg(&[URL, BUCKET, ("BACKUP_VERIFY_CRON_SCHEDULE", "daily")]).unwrap_err();
+        one_line_naming(&e, "BACKUP_VERIFY_CRON_SCHEDULE");
+    }
+
+    #[test]
+    fn names_match_whatever_their_case_and_non_unicode_is_an_error() {
+        let c = cfg(&[
+            ("backup_database_url", "postgres://a@h/lower"),
+            ("Backup_Local_Dir", "/b"),
+        ])
+        .unwrap();
+        assert_eq!(c.dump.database.name(), "lower");
+        let v = Vars::build(vars(&[BUCKET]), ["backup_options".to_string()].into()).unwrap();
+        StoreConfig::read(&v).unwrap();
+        one_line_naming(
+            &DumpConfig::read(
+                &Vars::build(vars(&[URL]), ["backup_options".to_string()].into()).unwrap(),
+            )
+            .unwrap_err(),
+            "BACKUP_OPTIONS",
+        );
+    }
+
+    #[test]
+    fn every_default_is_a_variable_and_means_what_unset_means() {
+        for (var, _) in DEFAULTS {
+            assert!(VARIABLES.contains(var), "{var}");
+        }
+        let mut all = vec![URL, BUCKET];
+        all.extend(DEFAULTS.iter().copied());
+        let explicit = cfg(&all).unwrap();
+        let unset = cfg(&[URL, BUCKET]).unwrap();
+        assert_eq!(format!("{explicit:?}"), format!("{unset:?}"));
+        let gzip = cfg(&[URL, BUCKET, ("BACKUP_COMPRESSION", "gzip")]).unwrap();
+        assert_eq!(
+            gzip.dump.compression,
+            Compression::Gzip {
+                level: GZIP_DEFAULT_LEVEL
+            }
+        );
+    }
+
+    /// The rows of README.md's `| variable | default | meaning |` tables:
+    /// the variables named in the first cell, and the default cell.
+    fn readme_rows() -> Vec<(Vec<String>, String)> {
+        let readme = include_str!("../README.md");
+        let mut rows = Vec::new();
+        let mut in_table = false;
+        for line in readme.lines().map(str::trim) {
+            if !line.starts_with('|') {
+                in_table = false;
+                continue;
+            }
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            if cells.len() < 2 || cells[0].starts_with("---") {
+                continue;
+            }
+            if cells[0] == "variable" && cells[1] == "default" {
+                in_table = true;
+                continue;
+            }
+            if in_table {
+                let names = cells[0]
+                    .split(',')
+                    .map(|n| n.trim().trim_matches('`').to_string())
+                    .collect();
+                rows.push((names, cells[1].to_string()));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let rows = readme_rows();
+        assert!(rows.len() > 20, "README.md's variable tables not found");
+        for (var, value) in DEFAULTS {
+            let documented: Vec<_> = rows
+                .iter()
+                .filter(|(names, _)| names.iter().any(|n| n == var))
+                .collect();
+            assert!(
+                !documented.is_empty(),
+                "README.md documents no default for {var}"
+            );
+            for (names, cell) in documented {
+                if names.len() == 1 {
+                    assert_eq!(cell, &format!("`{value}`"), "README.md's default for {var}");
+                } else {
+                    assert!(
+                        cell.contains(value),
+                        "README.md's default for {var}: {cell}"
+                    );
+                }
+            }
+        }
+        // A literal default in README.md is one the code has.
+        for (names, cell) in &rows {
+            if let [name] = names.as_slice() {
+                let literal = cell.len() > 2 && cell.starts_with('`') && cell.ends_with('`');
+                if literal && VARIABLES.contains(&name.as_str()) {
+                    assert_eq!(
+                        default_of(name).map(|d| format!("`{d}`")).as_deref(),
+                        Some(cell.as_str()),
+                        "README.md gives {name} a default the code does not have"
+                    );
+                }
+            }
+        }
+        let level = rows
+            .iter()
+            .find(|(n, _)| n == &["BACKUP_COMPRESSION_LEVEL"])
+            .expect("BACKUP_COMPRESSION_LEVEL in README.md");
+        assert_eq!(
+            level.1,
+            format!("zstd {ZSTD_DEFAULT_LEVEL}, gzip {GZIP_DEFAULT_LEVEL}")
         );
     }
 }
