@@ -1511,4 +1511,104 @@ mod tests {
             format!("zstd {ZSTD_DEFAULT_LEVEL}, gzip {GZIP_DEFAULT_LEVEL}")
         );
     }
+
+    /// Any value of any one variable, on top of an otherwise valid
+    /// environment, is accepted or refused with a one-line error naming
+    /// that variable: never a panic.
+    mod any_value {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "\\PC{0,40}",
+                "[\\x00-\\x1f\\x7f\u{80}-\u{9f} a-z]{1,12}",
+                "[+-]?[0-9]{1,40}(\\.[0-9]{0,8})?([eE][+-]?[0-9]{1,4})?",
+                "-[^-]{1,4}(=.{0,4})?",
+                "[0-9*/,A-Za-z-]{1,6}( [0-9*/,A-Za-z-]{1,6}){4,5}",
+                "(postgres|postgresql|http|https)://[ -~\u{e9}]{0,30}",
+                prop::sample::select(vec![
+                    "NaN",
+                    "inf",
+                    "-0",
+                    "1e300",
+                    "-1",
+                    "0",
+                    "0.0",
+                    "4294967296",
+                    "18446744073709551616",
+                    "65536",
+                    "[::1]:9854",
+                    "0 0 31 2 *",
+                    "* * * * * * *",
+                    "0 3 * * 8",
+                    "postgres://",
+                    "http://",
+                    "/",
+                    "..",
+                    "../x",
+                    "%zz",
+                    "\u{feff}",
+                    "\0",
+                ])
+                .prop_map(String::from),
+            ]
+        }
+
+        const BASES: [&[(&str, &str)]; 2] = [
+            &[
+                ("BACKUP_DATABASE_URL", "postgres://app:pw@db:5432/shop"),
+                ("AWS_S3_BUCKET", "backups"),
+                ("BACKUP_WEBHOOK_URL", "https://hooks.example/x"),
+            ],
+            &[("POSTGRES_HOST", "db"), ("BACKUP_LOCAL_DIR", "/backups")],
+        ];
+
+        fn check(var: &'static str, value: &str) -> Result<(), TestCaseError> {
+            for base in BASES {
+                let mut env: Vec<(String, String)> = base
+                    .iter()
+                    .filter(|(k, _)| *k != var)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                env.push((var.to_string(), value.to_string()));
+                let errors = [
+                    Config::from_vars(env.clone()).err(),
+                    StoreConfig::from_vars(env.clone()).err(),
+                    DumpConfig::from_vars(env.clone()).err(),
+                    ScheduleConfig::from_vars(env.clone()).err(),
+                    RetentionSettings::from_vars(env.clone()).err(),
+                    NotifyConfig::from_vars(env.clone()).err(),
+                    DaemonConfig::from_vars(env.clone()).err(),
+                    VerifyConfig::from_vars(env.clone()).err(),
+                    DrillConfig::from_vars(env.clone()).err(),
+                ];
+                for e in errors.iter().flatten() {
+                    let line = e.to_string();
+                    prop_assert!(!line.contains(['\n', '\r']), "{var}: {line:?}");
+                    // A blank value is unset: the error may name another variable.
+                    if !value.trim().is_empty() {
+                        prop_assert_eq!(e.var, var, "{}", line);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn no_value_of_any_variable_panics() {
+            for var in VARIABLES {
+                let mut runner = TestRunner::new(RunnerConfig {
+                    cases: 64,
+                    failure_persistence: None,
+                    ..RunnerConfig::default()
+                });
+                if let Err(e) = runner.run(&value(), |v| check(var, &v)) {
+                    panic!("{var}: {e}");
+                }
+            }
+        }
+    }
 }
