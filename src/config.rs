@@ -1,21 +1,216 @@
-//! Configuration from the environment (envy + serde), validated once into
-//! [`Config`]. Everything below the commands takes only the validated type.
+//! Configuration from the environment (envy + serde), validated once.
+//!
+//! One type per concern, each validated by its own constructor from a
+//! variable list ([`StoreConfig`], [`DumpConfig`], [`ScheduleConfig`],
+//! [`RetentionSettings`], [`NotifyConfig`], [`DaemonConfig`],
+//! [`VerifyConfig`]), so that a command reads only what it uses: `list`
+//! needs the store, not the database. [`Config`] composes them for the
+//! commands that back up. Everything below the commands takes only validated
+//! types.
 //!
 //! Names are the Railway `postgres-s3-backups` template's (so switching is a
 //! change of image), plus the docker-compose `POSTGRES_*` names as a fallback.
+//! Defaults live in [`DEFAULTS`]; a test holds README.md's tables to it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
 use url::Url;
 
-use crate::error::ConfigError;
+use crate::error::{one_line, ConfigError};
 
 /// Default HTTP port of `pgbackup run`: not claimed by any well-known exporter.
 pub const DEFAULT_PORT: u16 = 9854;
+
+/// Every variable the configuration reads.
+pub const VARIABLES: &[&str] = &[
+    "BACKUP_DATABASE_URL",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_DB",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "BACKUP_CRON_SCHEDULE",
+    "RUN_ON_STARTUP",
+    "SINGLE_SHOT_MODE",
+    "BACKUP_VERIFY_CRON_SCHEDULE",
+    "BACKUP_FILE_PREFIX",
+    "AWS_S3_BUCKET",
+    "AWS_S3_ENDPOINT",
+    "AWS_S3_REGION",
+    "AWS_S3_FORCE_PATH_STYLE",
+    "BACKUP_LOCAL_DIR",
+    "BACKUP_OPTIONS",
+    "BACKUP_FORMAT",
+    "BACKUP_COMPRESSION",
+    "BACKUP_COMPRESSION_LEVEL",
+    "PG_BIN_DIR",
+    "BACKUP_RETENTION_DAYS",
+    "BACKUP_RETENTION_MIN_COUNT",
+    "BACKUP_KEEP_DAILY",
+    "BACKUP_KEEP_WEEKLY",
+    "BACKUP_KEEP_MONTHLY",
+    "BACKUP_WEBHOOK_URL",
+    "BACKUP_WEBHOOK_RETRIES",
+    "BACKUP_WEBHOOK_BACKOFF_SECONDS",
+    "BACKUP_WEBHOOK_FORMAT",
+    "BACKUP_NOTIFY_ON",
+    "BACKUP_HEARTBEAT_URL",
+    "BACKUP_LISTEN_ADDRESS",
+    "BACKUP_MAX_AGE_HOURS",
+    "BACKUP_VERIFY_DATABASE_URL",
+    "BACKUP_VERIFY_SQL",
+];
+
+/// The value a variable takes when it is unset or empty, parsed by the same
+/// code as a value the user gives. Variables without an entry have no single
+/// default (required, optional, or derived from another one). README.md's
+/// tables show the same values; a unit test compares the two.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("POSTGRES_PORT", "5432"),
+    ("POSTGRES_USER", "postgres"),
+    ("BACKUP_CRON_SCHEDULE", "0 3 * * *"),
+    ("RUN_ON_STARTUP", "false"),
+    ("SINGLE_SHOT_MODE", "false"),
+    ("BACKUP_FILE_PREFIX", "backup_"),
+    ("AWS_S3_REGION", "us-east-1"),
+    ("AWS_S3_FORCE_PATH_STYLE", "false"),
+    ("BACKUP_FORMAT", "custom"),
+    ("BACKUP_COMPRESSION", "zstd"),
+    ("BACKUP_RETENTION_DAYS", "30"),
+    ("BACKUP_RETENTION_MIN_COUNT", "3"),
+    ("BACKUP_WEBHOOK_RETRIES", "3"),
+    ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "2"),
+    ("BACKUP_WEBHOOK_FORMAT", "slack"),
+    ("BACKUP_NOTIFY_ON", "failure"),
+    ("BACKUP_LISTEN_ADDRESS", "0.0.0.0:9854"),
+    ("BACKUP_MAX_AGE_HOURS", "25"),
+];
+
+/// BACKUP_COMPRESSION_LEVEL's default depends on BACKUP_COMPRESSION.
+/// zstd 1 is the fastest level that meets the size goal; see [`Compression::DEFAULT`].
+pub const ZSTD_DEFAULT_LEVEL: i32 = 1;
+pub const GZIP_DEFAULT_LEVEL: u32 = 6;
+
+/// Upper bounds: beyond them durations and dates overflow, and no
+/// real setting comes near them.
+const MAX_RETENTION_DAYS: u32 = 1_000_000;
+const MAX_WEBHOOK_RETRIES: u32 = 100;
+const MAX_WEBHOOK_BACKOFF_SECONDS: f64 = 3600.0;
+const MAX_AGE_HOURS: f64 = 87_600.0;
+
+/// The default of `var`, if it has one.
+pub fn default_of(var: &str) -> Option<&'static str> {
+    DEFAULTS.iter().find(|(k, _)| *k == var).map(|(_, v)| *v)
+}
+
+/// The variables as given. Empty values count as unset, and names match
+/// whatever their case, as with envy.
+#[derive(Clone, Default)]
+pub struct Vars {
+    values: BTreeMap<String, String>,
+    /// Lowercased names whose value is not UTF-8.
+    not_unicode: BTreeSet<String>,
+}
+
+impl Vars {
+    /// The process environment. A value that is not UTF-8 is an error once
+    /// its variable is read, not before.
+    pub fn from_env() -> Result<Vars, ConfigError> {
+        let mut vars = Vec::new();
+        let mut not_unicode = BTreeSet::new();
+        for (k, v) in std::env::vars_os() {
+            // A name that is not UTF-8 is none of ours.
+            let Ok(k) = k.into_string() else { continue };
+            match v.into_string() {
+                Ok(v) => vars.push((k, v)),
+                Err(_) => {
+                    not_unicode.insert(k.to_lowercase());
+                }
+            }
+        }
+        Self::build(vars, not_unicode)
+    }
+
+    /// Any list of variables (tests, or a caller's own).
+    pub fn new<I>(vars: I) -> Result<Vars, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        Self::build(vars, BTreeSet::new())
+    }
+
+    fn build<I>(vars: I, not_unicode: BTreeSet<String>) -> Result<Vars, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        // Empty means unset: compose files and templates often write `VAR=`.
+        let set = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
+        let values: BTreeMap<String, String> =
+            envy::from_iter(set).map_err(|e| ConfigError::new("environment", e.to_string()))?;
+        Ok(Vars {
+            values,
+            not_unicode,
+        })
+    }
+
+    /// The value of `var`; None when unset or empty.
+    pub fn get(&self, var: &'static str) -> Result<Option<&str>, ConfigError> {
+        let key = var.to_lowercase();
+        if self.not_unicode.contains(&key) {
+            return Err(ConfigError::new(var, "the value is not valid UTF-8"));
+        }
+        Ok(self.values.get(&key).map(String::as_str))
+    }
+
+    /// The value of `var`, or its entry in [`DEFAULTS`].
+    fn or_default(&self, var: &'static str) -> Result<&str, ConfigError> {
+        match self.get(var)? {
+            Some(v) => Ok(v),
+            None => default_of(var).ok_or_else(|| ConfigError::new(var, "not set")),
+        }
+    }
+}
+
+/// A configuration error whose message is one line, whatever the input held.
+fn invalid(var: &'static str, message: impl AsRef<str>) -> ConfigError {
+    ConfigError::new(var, one_line(message.as_ref()))
+}
+
+/// `from_env` and `from_vars` for each configuration type, over its `read`.
+macro_rules! from_vars {
+    ($($t:ty),* $(,)?) => {$(
+        impl $t {
+            /// Reads and validates the process environment.
+            pub fn from_env() -> Result<Self, ConfigError> {
+                Self::read(&Vars::from_env()?)
+            }
+
+            /// Same, from any list of variables (tests).
+            pub fn from_vars<I>(vars: I) -> Result<Self, ConfigError>
+            where
+                I: IntoIterator<Item = (String, String)>,
+            {
+                Self::read(&Vars::new(vars)?)
+            }
+        }
+    )*};
+}
+
+from_vars!(
+    Config,
+    StoreConfig,
+    DumpConfig,
+    ScheduleConfig,
+    RetentionSettings,
+    NotifyConfig,
+    DaemonConfig,
+    VerifyConfig,
+    DrillConfig,
+);
 
 /// A value that must never reach a log line, an error or Debug output.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,48 +229,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
     }
-}
-
-/// The raw environment. Every field is a string so that a bad value is
-/// reported with its variable's name and our own wording.
-#[derive(Deserialize, Default)]
-struct RawEnv {
-    backup_database_url: Option<String>,
-    postgres_host: Option<String>,
-    postgres_port: Option<String>,
-    postgres_db: Option<String>,
-    postgres_user: Option<String>,
-    postgres_password: Option<String>,
-    backup_cron_schedule: Option<String>,
-    run_on_startup: Option<String>,
-    single_shot_mode: Option<String>,
-    backup_file_prefix: Option<String>,
-    backup_options: Option<String>,
-    aws_s3_bucket: Option<String>,
-    aws_s3_endpoint: Option<String>,
-    aws_s3_region: Option<String>,
-    aws_s3_force_path_style: Option<String>,
-    backup_local_dir: Option<String>,
-    backup_format: Option<String>,
-    backup_compression: Option<String>,
-    backup_compression_level: Option<String>,
-    backup_retention_days: Option<String>,
-    backup_retention_min_count: Option<String>,
-    backup_keep_daily: Option<String>,
-    backup_keep_weekly: Option<String>,
-    backup_keep_monthly: Option<String>,
-    backup_webhook_url: Option<String>,
-    backup_webhook_retries: Option<String>,
-    backup_webhook_backoff_seconds: Option<String>,
-    backup_webhook_format: Option<String>,
-    backup_notify_on: Option<String>,
-    backup_heartbeat_url: Option<String>,
-    backup_listen_address: Option<String>,
-    backup_max_age_hours: Option<String>,
-    backup_verify_database_url: Option<String>,
-    backup_verify_sql: Option<String>,
-    backup_verify_cron_schedule: Option<String>,
-    pg_bin_dir: Option<String>,
 }
 
 /// Where to connect: the URL without its password, and the password apart,
@@ -139,6 +292,27 @@ impl Database {
     /// Database name, the `database` label of every metric.
     pub fn name(&self) -> &str {
         &self.name
+    }
+    /// `host:port` as libpq reads the URL (a `host` or `port` query
+    /// parameter wins), for messages and to tell databases apart.
+    pub fn server(&self) -> String {
+        let param = |key: &str| {
+            self.url
+                .query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        let host =
+            param("host").unwrap_or_else(|| self.url.host_str().unwrap_or("localhost").to_string());
+        let port = param("port")
+            .and_then(|p| p.parse::<u16>().ok())
+            .or(self.url.port())
+            .unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+    /// Whether both name the same database on the same server.
+    pub fn same_database(&self, other: &Database) -> bool {
+        self.name == other.name && self.server() == other.server()
     }
     /// The same server and credentials, another database.
     pub fn with_database(&self, name: &str) -> Database {
@@ -206,7 +380,9 @@ impl Compression {
     /// `pg_dump -Fc` stores): on the benchmark dump zstd 1 costs 7.2 CPU s
     /// per 2 GB against 9.1 s for zstd 3, and stores 0.87x of `pg_dump -Fc`
     /// (bench/results/backup-levels.md). On two cores the backup is CPU-bound.
-    pub const DEFAULT: Compression = Compression::Zstd { level: 1 };
+    pub const DEFAULT: Compression = Compression::Zstd {
+        level: ZSTD_DEFAULT_LEVEL,
+    };
 
     pub fn ext(self) -> &'static str {
         match self {
@@ -268,307 +444,448 @@ pub struct Webhook {
     pub format: WebhookFormat,
 }
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub database: Database,
-    pub cron_schedule: String,
-    pub run_on_startup: bool,
-    pub single_shot: bool,
-    pub prefix: String,
-    pub pg_dump_options: Vec<String>,
-    pub storage: StorageConfig,
-    pub format: Format,
-    pub compression: Compression,
-    pub retention: RetentionSettings,
-    pub webhook: Option<Webhook>,
-    pub notify_on: NotifyOn,
-    pub heartbeat_url: Option<Secret>,
-    pub listen: SocketAddr,
-    pub max_age: Duration,
-    pub pg_bin_dir: Option<PathBuf>,
-    pub verify_database: Option<Database>,
-    pub verify_sql: Option<String>,
-    pub verify_cron_schedule: Option<String>,
+/// A cron expression as the user wrote it, parsed once at validation.
+#[derive(Clone)]
+pub struct Cron {
+    expr: String,
+    schedule: cron::Schedule,
 }
 
-impl Config {
-    /// Reads and validates the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_vars(std::env::vars())
-    }
-
-    /// Same, from any list of variables (tests).
-    pub fn from_vars<I>(vars: I) -> Result<Config, ConfigError>
-    where
-        I: IntoIterator<Item = (String, String)>,
-    {
-        // Empty means unset: compose files and templates often write `VAR=`.
-        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
-        let raw: RawEnv =
-            envy::from_iter(vars).map_err(|e| ConfigError::new("environment", e.to_string()))?;
-        validate(raw)
-    }
-}
-
-fn validate(raw: RawEnv) -> Result<Config, ConfigError> {
-    let database = match raw.backup_database_url.as_deref() {
-        Some(u) => Database::parse("BACKUP_DATABASE_URL", u)?,
-        None => database_from_parts(&raw)?,
-    };
-
-    let cron_schedule = raw
-        .backup_cron_schedule
-        .clone()
-        .unwrap_or_else(|| "0 3 * * *".to_string());
-    crate::schedule::parse(&cron_schedule)
-        .map_err(|e| ConfigError::new("BACKUP_CRON_SCHEDULE", e))?;
-
-    let prefix = raw
-        .backup_file_prefix
-        .clone()
-        .unwrap_or_else(|| "backup_".to_string());
-    if prefix.starts_with('/') || prefix.split('/').any(|s| s == "..") {
-        return Err(ConfigError::new(
-            "BACKUP_FILE_PREFIX",
-            "must be relative: no leading '/' and no '..'",
-        ));
-    }
-
-    let pg_dump_options = match raw.backup_options.as_deref() {
-        None => Vec::new(),
-        Some(s) => {
-            let opts = shell_words::split(s).map_err(|e| {
-                ConfigError::new(
-                    "BACKUP_OPTIONS",
-                    format!("cannot split into arguments: {e}"),
-                )
-            })?;
-            check_pg_dump_options(&opts)?;
-            opts
+impl Cron {
+    /// Parses a 5- or 6-field expression ([`crate::schedule::parse`]) and
+    /// refuses one that never fires (e.g. 30 February).
+    pub fn parse(var: &'static str, expr: &str) -> Result<Cron, ConfigError> {
+        let schedule = crate::schedule::parse(expr).map_err(|e| invalid(var, e))?;
+        if crate::schedule::next_after(&schedule, chrono::Utc::now()).is_none() {
+            return Err(invalid(var, format!("{expr:?} never fires")));
         }
-    };
+        Ok(Cron {
+            expr: expr.trim().to_string(),
+            schedule,
+        })
+    }
+    pub fn schedule(&self) -> &cron::Schedule {
+        &self.schedule
+    }
+    /// The expression as given.
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+}
 
-    let storage =
-        match (raw.aws_s3_bucket.clone(), raw.backup_local_dir.clone()) {
+impl fmt::Display for Cron {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expr)
+    }
+}
+
+impl fmt::Debug for Cron {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cron({:?})", self.expr)
+    }
+}
+
+/// Where backups live and under which name prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub backend: StorageConfig,
+    pub prefix: String,
+}
+
+impl StoreConfig {
+    pub fn read(v: &Vars) -> Result<StoreConfig, ConfigError> {
+        let prefix = v.or_default("BACKUP_FILE_PREFIX")?.to_string();
+        if prefix.starts_with('/') || prefix.split('/').any(|s| s == "..") {
+            return Err(invalid(
+                "BACKUP_FILE_PREFIX",
+                "must be relative: no leading '/' and no '..'",
+            ));
+        }
+        let backend = match (v.get("AWS_S3_BUCKET")?, v.get("BACKUP_LOCAL_DIR")?) {
             (Some(bucket), _) => StorageConfig::S3 {
-                bucket,
-                endpoint: raw.aws_s3_endpoint.as_deref().map(normalize_endpoint),
-                region: raw
-                    .aws_s3_region
-                    .clone()
-                    .unwrap_or_else(|| "us-east-1".to_string()),
-                force_path_style: parse_bool(
-                    "AWS_S3_FORCE_PATH_STYLE",
-                    raw.aws_s3_force_path_style.as_deref(),
-                    false,
-                )?,
+                bucket: bucket_name(bucket)?,
+                endpoint: v.get("AWS_S3_ENDPOINT")?.map(endpoint).transpose()?,
+                region: region(v.or_default("AWS_S3_REGION")?)?,
+                force_path_style: parse_bool(v, "AWS_S3_FORCE_PATH_STYLE")?,
             },
             (None, Some(dir)) => StorageConfig::Local {
                 dir: PathBuf::from(dir),
             },
-            (None, None) => return Err(ConfigError::new(
+            (None, None) => return Err(invalid(
                 "AWS_S3_BUCKET",
                 "not set, and neither is BACKUP_LOCAL_DIR: set one of them to say where backups go",
             )),
         };
+        Ok(StoreConfig { backend, prefix })
+    }
+}
 
-    let format = match raw
-        .backup_format
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("custom") | Some("c") => Format::Custom,
-        Some("plain") | Some("p") | Some("sql") => Format::Plain,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "BACKUP_FORMAT",
-                format!("{other:?} is not a format; use custom or plain"),
-            ))
-        }
-    };
+/// What `pg_dump` dumps and how it is stored.
+#[derive(Debug, Clone)]
+pub struct DumpConfig {
+    pub database: Database,
+    pub pg_bin_dir: Option<PathBuf>,
+    pub pg_dump_options: Vec<String>,
+    pub format: Format,
+    pub compression: Compression,
+}
 
-    let level = raw.backup_compression_level.as_deref();
-    let compression = match raw
-        .backup_compression
-        .as_deref()
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        None | Some("zstd") => match level {
-            None => Compression::DEFAULT,
-            Some(l) => Compression::Zstd {
-                level: parse_range("BACKUP_COMPRESSION_LEVEL", l, 1, 19)? as i32,
-            },
-        },
-        Some("gzip") | Some("gz") => Compression::Gzip {
-            level: match level {
-                None => 6,
-                Some(l) => parse_range("BACKUP_COMPRESSION_LEVEL", l, 1, 9)?,
-            },
-        },
-        Some("none") => Compression::None,
-        Some(other) => {
-            return Err(ConfigError::new(
-                "BACKUP_COMPRESSION",
-                format!("{other:?} is not supported; use zstd, gzip or none"),
-            ))
-        }
-    };
-
-    let retention = RetentionSettings {
-        days: parse_u32(
-            "BACKUP_RETENTION_DAYS",
-            raw.backup_retention_days.as_deref(),
-            30,
-        )?,
-        min_count: parse_u32(
-            "BACKUP_RETENTION_MIN_COUNT",
-            raw.backup_retention_min_count.as_deref(),
-            3,
-        )?,
-        keep_daily: opt_u32("BACKUP_KEEP_DAILY", raw.backup_keep_daily.as_deref())?,
-        keep_weekly: opt_u32("BACKUP_KEEP_WEEKLY", raw.backup_keep_weekly.as_deref())?,
-        keep_monthly: opt_u32("BACKUP_KEEP_MONTHLY", raw.backup_keep_monthly.as_deref())?,
-    };
-
-    let webhook = match raw.backup_webhook_url.as_deref() {
-        None => None,
-        Some(u) => {
-            let parsed = Url::parse(u.trim())
-                .map_err(|_| ConfigError::new("BACKUP_WEBHOOK_URL", "not a valid http(s) URL"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::new(
-                    "BACKUP_WEBHOOK_URL",
-                    "must start with http:// or https://",
-                ));
-            }
-            Some(Webhook {
-                url: Secret::new(u.trim()),
-                retries: parse_u32(
-                    "BACKUP_WEBHOOK_RETRIES",
-                    raw.backup_webhook_retries.as_deref(),
-                    3,
-                )?,
-                backoff: parse_seconds(
-                    "BACKUP_WEBHOOK_BACKOFF_SECONDS",
-                    raw.backup_webhook_backoff_seconds.as_deref(),
-                    2.0,
-                )?,
-                format: match raw.backup_webhook_format.as_deref() {
-                    None | Some("slack") => WebhookFormat::Slack,
-                    Some("json") => WebhookFormat::Json,
-                    Some(o) => {
-                        return Err(ConfigError::new(
-                            "BACKUP_WEBHOOK_FORMAT",
-                            format!("{o:?} is not a format; use slack or json"),
-                        ))
-                    }
-                },
-            })
-        }
-    };
-
-    let notify_on = match raw.backup_notify_on.as_deref() {
-        None | Some("failure") => NotifyOn::Failure,
-        Some("always") => NotifyOn::Always,
-        Some(o) => {
-            return Err(ConfigError::new(
-                "BACKUP_NOTIFY_ON",
-                format!("{o:?} is not valid; use failure or always"),
-            ))
-        }
-    };
-
-    let listen = match raw.backup_listen_address.as_deref() {
-        None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
-        Some(a) => a.trim().parse().map_err(|_| {
-            ConfigError::new(
-                "BACKUP_LISTEN_ADDRESS",
-                format!("{a:?} is not host:port, e.g. 0.0.0.0:{DEFAULT_PORT}"),
+impl DumpConfig {
+    pub fn read(v: &Vars) -> Result<DumpConfig, ConfigError> {
+        let database = Self::read_database(v)?.ok_or_else(|| {
+            invalid(
+                "BACKUP_DATABASE_URL",
+                "not set (nor POSTGRES_HOST): set it to postgres://user:password@host:5432/dbname",
             )
-        })?,
-    };
-
-    let max_age = parse_seconds(
-        "BACKUP_MAX_AGE_HOURS",
-        raw.backup_max_age_hours.as_deref(),
-        25.0,
-    )?
-    .mul_f64(3600.0);
-
-    let verify_database = match raw.backup_verify_database_url.as_deref() {
-        None => None,
-        Some(u) => Some(Database::parse("BACKUP_VERIFY_DATABASE_URL", u)?),
-    };
-    if let Some(s) = raw.backup_verify_cron_schedule.as_deref() {
-        crate::schedule::parse(s)
-            .map_err(|e| ConfigError::new("BACKUP_VERIFY_CRON_SCHEDULE", e))?;
+        })?;
+        let pg_dump_options = match v.get("BACKUP_OPTIONS")? {
+            None => Vec::new(),
+            Some(s) => {
+                let opts = shell_words::split(s).map_err(|e| {
+                    invalid(
+                        "BACKUP_OPTIONS",
+                        format!("cannot split into arguments: {e}"),
+                    )
+                })?;
+                check_pg_dump_options(&opts)?;
+                opts
+            }
+        };
+        Ok(DumpConfig {
+            database,
+            pg_bin_dir: Self::read_pg_bin_dir(v)?,
+            pg_dump_options,
+            format: read_format(v)?,
+            compression: read_compression(v)?,
+        })
     }
 
-    // Checked like the webhook; the error never echoes the URL (it is a credential).
-    let heartbeat_url = match raw.backup_heartbeat_url.as_deref().map(str::trim) {
-        None => None,
-        Some(u) => match Url::parse(u) {
-            Ok(p) if matches!(p.scheme(), "http" | "https") => Some(Secret::new(u)),
-            _ => {
-                return Err(ConfigError::new(
-                    "BACKUP_HEARTBEAT_URL",
-                    "not a valid http(s) URL",
+    /// The database to back up: BACKUP_DATABASE_URL, else the `POSTGRES_*`
+    /// names; None when neither BACKUP_DATABASE_URL nor POSTGRES_HOST is set.
+    pub fn read_database(v: &Vars) -> Result<Option<Database>, ConfigError> {
+        match v.get("BACKUP_DATABASE_URL")? {
+            Some(u) => Database::parse("BACKUP_DATABASE_URL", u).map(Some),
+            None => database_from_parts(v),
+        }
+    }
+
+    /// PG_BIN_DIR alone: restoring and verifying need the client tools, not
+    /// the database.
+    pub fn read_pg_bin_dir(v: &Vars) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(v.get("PG_BIN_DIR")?.map(PathBuf::from))
+    }
+}
+
+/// When `pgbackup run` backs up and drills.
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub cron: Cron,
+    pub run_on_startup: bool,
+    pub single_shot: bool,
+    /// Restore drills (BACKUP_VERIFY_CRON_SCHEDULE); None: no scheduled drills.
+    pub verify_cron: Option<Cron>,
+}
+
+impl ScheduleConfig {
+    pub fn read(v: &Vars) -> Result<ScheduleConfig, ConfigError> {
+        Ok(ScheduleConfig {
+            cron: Cron::parse(
+                "BACKUP_CRON_SCHEDULE",
+                v.or_default("BACKUP_CRON_SCHEDULE")?,
+            )?,
+            run_on_startup: parse_bool(v, "RUN_ON_STARTUP")?,
+            single_shot: parse_bool(v, "SINGLE_SHOT_MODE")?,
+            verify_cron: v
+                .get("BACKUP_VERIFY_CRON_SCHEDULE")?
+                .map(|s| Cron::parse("BACKUP_VERIFY_CRON_SCHEDULE", s))
+                .transpose()?,
+        })
+    }
+}
+
+impl RetentionSettings {
+    pub fn read(v: &Vars) -> Result<RetentionSettings, ConfigError> {
+        let days = "BACKUP_RETENTION_DAYS";
+        let min_count = "BACKUP_RETENTION_MIN_COUNT";
+        Ok(RetentionSettings {
+            days: parse_u32(days, v.or_default(days)?, MAX_RETENTION_DAYS)?,
+            min_count: parse_u32(min_count, v.or_default(min_count)?, u32::MAX)?,
+            keep_daily: opt_u32(v, "BACKUP_KEEP_DAILY")?,
+            keep_weekly: opt_u32(v, "BACKUP_KEEP_WEEKLY")?,
+            keep_monthly: opt_u32(v, "BACKUP_KEEP_MONTHLY")?,
+        })
+    }
+}
+
+/// Webhook and heartbeat after each attempt.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// None without BACKUP_WEBHOOK_URL.
+    pub webhook: Option<Webhook>,
+    pub notify_on: NotifyOn,
+    pub heartbeat_url: Option<Secret>,
+}
+
+impl NotifyConfig {
+    pub fn read(v: &Vars) -> Result<NotifyConfig, ConfigError> {
+        // Checked even without a URL: a bad value is a mistake either way.
+        let retries = "BACKUP_WEBHOOK_RETRIES";
+        let retries = parse_u32(retries, v.or_default(retries)?, MAX_WEBHOOK_RETRIES)?;
+        let backoff = "BACKUP_WEBHOOK_BACKOFF_SECONDS";
+        let backoff = parse_seconds(backoff, v.or_default(backoff)?, MAX_WEBHOOK_BACKOFF_SECONDS)?;
+        let format = match v.or_default("BACKUP_WEBHOOK_FORMAT")? {
+            "slack" => WebhookFormat::Slack,
+            "json" => WebhookFormat::Json,
+            o => {
+                return Err(invalid(
+                    "BACKUP_WEBHOOK_FORMAT",
+                    format!("{o:?} is not a format; use slack or json"),
                 ))
             }
-        },
-    };
+        };
+        // Neither URL is ever echoed: each is a credential.
+        let webhook = v
+            .get("BACKUP_WEBHOOK_URL")?
+            .map(|u| {
+                http_url("BACKUP_WEBHOOK_URL", u).map(|url| Webhook {
+                    url,
+                    retries,
+                    backoff,
+                    format,
+                })
+            })
+            .transpose()?;
+        let notify_on = match v.or_default("BACKUP_NOTIFY_ON")? {
+            "failure" => NotifyOn::Failure,
+            "always" => NotifyOn::Always,
+            o => {
+                return Err(invalid(
+                    "BACKUP_NOTIFY_ON",
+                    format!("{o:?} is not valid; use failure or always"),
+                ))
+            }
+        };
+        let heartbeat_url = v
+            .get("BACKUP_HEARTBEAT_URL")?
+            .map(|u| http_url("BACKUP_HEARTBEAT_URL", u))
+            .transpose()?;
+        Ok(NotifyConfig {
+            webhook,
+            notify_on,
+            heartbeat_url,
+        })
+    }
+}
 
-    Ok(Config {
-        database,
-        cron_schedule,
-        run_on_startup: parse_bool("RUN_ON_STARTUP", raw.run_on_startup.as_deref(), false)?,
-        single_shot: parse_bool("SINGLE_SHOT_MODE", raw.single_shot_mode.as_deref(), false)?,
-        prefix,
-        pg_dump_options,
-        storage,
-        format,
-        compression,
-        retention,
-        webhook,
-        notify_on,
-        heartbeat_url,
-        listen,
-        max_age,
-        pg_bin_dir: raw.pg_bin_dir.map(PathBuf::from),
-        verify_database,
-        verify_sql: raw.backup_verify_sql,
-        verify_cron_schedule: raw.backup_verify_cron_schedule,
-    })
+/// The HTTP server and health of `pgbackup run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub listen: SocketAddr,
+    /// `/health` turns 503 when the last success is older.
+    pub max_age: Duration,
+}
+
+impl DaemonConfig {
+    pub fn read(v: &Vars) -> Result<DaemonConfig, ConfigError> {
+        let listen = v.or_default("BACKUP_LISTEN_ADDRESS")?;
+        let listen = listen.trim().parse().map_err(|_| {
+            invalid(
+                "BACKUP_LISTEN_ADDRESS",
+                format!("{listen:?} is not host:port, e.g. 0.0.0.0:{DEFAULT_PORT}"),
+            )
+        })?;
+        let var = "BACKUP_MAX_AGE_HOURS";
+        let hours = parse_number(var, v.or_default(var)?, MAX_AGE_HOURS)?;
+        let max_age = Duration::try_from_secs_f64(hours * 3600.0)
+            .map_err(|e| invalid(var, format!("{hours} hours: {e}")))?;
+        Ok(DaemonConfig { listen, max_age })
+    }
+}
+
+/// Restore drills (`verify --restore`): where they restore and what they check.
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// The scratch database; None: a temporary one on the backed-up server.
+    pub verify_database: Option<Database>,
+    /// Must return true in the restored database.
+    pub verify_sql: Option<String>,
+}
+
+impl VerifyConfig {
+    pub fn read(v: &Vars) -> Result<VerifyConfig, ConfigError> {
+        Ok(VerifyConfig {
+            verify_database: v
+                .get("BACKUP_VERIFY_DATABASE_URL")?
+                .map(|u| Database::parse("BACKUP_VERIFY_DATABASE_URL", u))
+                .transpose()?,
+            verify_sql: v.get("BACKUP_VERIFY_SQL")?.map(str::to_string),
+        })
+    }
+
+    /// Whether a drill has somewhere to restore that is not `source`, the
+    /// database being backed up (None when it is not configured).
+    pub fn check_scratch(&self, source: Option<&Database>) -> Result<(), ConfigError> {
+        match (&self.verify_database, source) {
+            (None, None) => Err(invalid(
+                "BACKUP_DATABASE_URL",
+                "not set: verify --restore creates its scratch database on that server (or set BACKUP_VERIFY_DATABASE_URL)",
+            )),
+            (Some(scratch), Some(src)) if scratch.same_database(src) => Err(invalid(
+                "BACKUP_VERIFY_DATABASE_URL",
+                format!(
+                    "names the database being backed up ({:?} at {}); it must name a scratch database",
+                    src.name(),
+                    src.server()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a restore drill reads: where the backups are, the database they
+/// come from (to create a scratch database next to it), the client tools
+/// and the drill's own settings. Validated like the rest.
+#[derive(Debug, Clone)]
+pub struct DrillConfig {
+    pub prefix: String,
+    /// None when only BACKUP_VERIFY_DATABASE_URL is configured.
+    pub source: Option<Database>,
+    pub pg_bin_dir: Option<PathBuf>,
+    pub verify: VerifyConfig,
+}
+
+impl DrillConfig {
+    pub fn read(v: &Vars) -> Result<DrillConfig, ConfigError> {
+        let store = StoreConfig::read(v)?;
+        let verify = VerifyConfig::read(v)?;
+        let source = DumpConfig::read_database(v)?;
+        verify.check_scratch(source.as_ref())?;
+        Ok(DrillConfig {
+            prefix: store.prefix,
+            source,
+            pg_bin_dir: DumpConfig::read_pg_bin_dir(v)?,
+            verify,
+        })
+    }
+}
+
+/// The whole configuration, for the commands that back up (`run`,
+/// `backup`, `check`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub dump: DumpConfig,
+    pub schedule: ScheduleConfig,
+    pub retention: RetentionSettings,
+    pub notify: NotifyConfig,
+    pub daemon: DaemonConfig,
+    pub verify: VerifyConfig,
+}
+
+impl Config {
+    pub fn read(v: &Vars) -> Result<Config, ConfigError> {
+        let dump = DumpConfig::read(v)?;
+        let schedule = ScheduleConfig::read(v)?;
+        let store = StoreConfig::read(v)?;
+        let retention = RetentionSettings::read(v)?;
+        let notify = NotifyConfig::read(v)?;
+        let daemon = DaemonConfig::read(v)?;
+        let verify = VerifyConfig::read(v)?;
+        verify.check_scratch(Some(&dump.database))?;
+        Ok(Config {
+            store,
+            dump,
+            schedule,
+            retention,
+            notify,
+            daemon,
+            verify,
+        })
+    }
+
+    /// What the daemon's restore drills read.
+    pub fn drill(&self) -> DrillConfig {
+        DrillConfig {
+            prefix: self.store.prefix.clone(),
+            source: Some(self.dump.database.clone()),
+            pg_bin_dir: self.dump.pg_bin_dir.clone(),
+            verify: self.verify.clone(),
+        }
+    }
 }
 
 /// The docker-compose + MinIO setup's names, used when BACKUP_DATABASE_URL is unset.
-fn database_from_parts(raw: &RawEnv) -> Result<Database, ConfigError> {
-    let Some(host) = raw.postgres_host.as_deref() else {
-        return Err(ConfigError::new(
-            "BACKUP_DATABASE_URL",
-            "not set (nor POSTGRES_HOST): set it to postgres://user:password@host:5432/dbname",
-        ));
+fn database_from_parts(v: &Vars) -> Result<Option<Database>, ConfigError> {
+    let Some(host) = v.get("POSTGRES_HOST")? else {
+        return Ok(None);
     };
-    let port = match raw.postgres_port.as_deref() {
-        None => 5432,
-        Some(p) => p.trim().parse::<u16>().map_err(|_| {
-            ConfigError::new("POSTGRES_PORT", format!("{p:?} is not a port number"))
-        })?,
-    };
-    let user = raw.postgres_user.as_deref().unwrap_or("postgres");
-    let db = raw.postgres_db.as_deref().unwrap_or(user);
-    let mut url = Url::parse("postgres://localhost/").expect("static URL");
+    let port = v.or_default("POSTGRES_PORT")?;
+    let port = port
+        .trim()
+        .parse::<u16>()
+        .map_err(|_| invalid("POSTGRES_PORT", format!("{port:?} is not a port number")))?;
+    let user = v.or_default("POSTGRES_USER")?;
+    let db = v.get("POSTGRES_DB")?.unwrap_or(user);
+    let mut url =
+        Url::parse("postgres://localhost/").map_err(|e| invalid("POSTGRES_HOST", e.to_string()))?;
     url.set_host(Some(host))
-        .map_err(|_| ConfigError::new("POSTGRES_HOST", format!("{host:?} is not a host name")))?;
+        .map_err(|_| invalid("POSTGRES_HOST", format!("{host:?} is not a host name")))?;
     let _ = url.set_port(Some(port));
     let _ = url.set_username(&urlencode(user));
     url.set_path(&format!("/{}", urlencode(db)));
     let mut d = Database::parse("POSTGRES_HOST", url.as_str())?;
-    d.password = raw.postgres_password.clone().map(Secret::new);
-    Ok(d)
+    d.password = v.get("POSTGRES_PASSWORD")?.map(Secret::new);
+    Ok(Some(d))
+}
+
+fn read_format(v: &Vars) -> Result<Format, ConfigError> {
+    match v.or_default("BACKUP_FORMAT")?.to_ascii_lowercase().as_str() {
+        "custom" | "c" => Ok(Format::Custom),
+        "plain" | "p" | "sql" => Ok(Format::Plain),
+        other => Err(invalid(
+            "BACKUP_FORMAT",
+            format!("{other:?} is not a format; use custom or plain"),
+        )),
+    }
+}
+
+fn read_compression(v: &Vars) -> Result<Compression, ConfigError> {
+    let var = "BACKUP_COMPRESSION_LEVEL";
+    let level = v.get(var)?;
+    match v
+        .or_default("BACKUP_COMPRESSION")?
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "zstd" => Ok(Compression::Zstd {
+            level: match level {
+                None => ZSTD_DEFAULT_LEVEL,
+                Some(l) => i32::from(parse_range(var, l, 1, 19)?),
+            },
+        }),
+        "gzip" | "gz" => Ok(Compression::Gzip {
+            level: match level {
+                None => GZIP_DEFAULT_LEVEL,
+                Some(l) => u32::from(parse_range(var, l, 1, 9)?),
+            },
+        }),
+        "none" => Ok(Compression::None),
+        other => Err(invalid(
+            "BACKUP_COMPRESSION",
+            format!("{other:?} is not supported; use zstd, gzip or none"),
+        )),
+    }
+}
+
+/// The flag part of a short option: `-Fd` -> `-F`. Whole characters, so
+/// `-é` is `-é`, not half of it.
+fn short_flag(o: &str) -> Option<&str> {
+    if !o.starts_with('-') || o.starts_with("--") {
+        return None;
+    }
+    let mut ends = o.char_indices().map(|(i, c)| i + c.len_utf8());
+    ends.nth(1).map(|end| &o[..end])
 }
 
 /// Options that would break the stream or its naming are ours to set.
@@ -585,18 +902,28 @@ fn check_pg_dump_options(opts: &[String]) -> Result<(), ConfigError> {
     ];
     for o in opts {
         let flag = o.split('=').next().unwrap_or(o);
-        let short = o.len() > 2 && o.starts_with('-') && !o.starts_with("--");
-        let short_flag = if short { &o[..2] } else { flag };
-        if OURS.contains(&flag) || OURS.contains(&short_flag) {
-            return Err(ConfigError::new(
+        let short = short_flag(o);
+        if OURS.contains(&flag) || short.is_some_and(|s| OURS.contains(&s)) {
+            return Err(invalid(
                 "BACKUP_OPTIONS",
                 format!(
                     "{flag} is set by pgbackup (use BACKUP_FORMAT, BACKUP_COMPRESSION or BACKUP_DATABASE_URL)"
                 ),
             ));
         }
-        if flag == "-j" || flag == "--jobs" || (short && &o[..2] == "-j") {
-            return Err(ConfigError::new(
+        // pg_dump's options are ASCII: anything else cannot be one.
+        let name = match short {
+            Some(s) => s.strip_prefix('-'),
+            None => flag.strip_prefix("--").filter(|n| !n.is_empty()),
+        };
+        if name.is_some_and(|n| !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) {
+            return Err(invalid(
+                "BACKUP_OPTIONS",
+                format!("{flag:?} is not a pg_dump option"),
+            ));
+        }
+        if flag == "--jobs" || short == Some("-j") {
+            return Err(invalid(
                 "BACKUP_OPTIONS",
                 "--jobs needs the directory format, which cannot be streamed",
             ));
@@ -606,69 +933,123 @@ fn check_pg_dump_options(opts: &[String]) -> Result<(), ConfigError> {
 }
 
 /// Accepts `https://host`, or a bare host as some templates document it.
-fn normalize_endpoint(s: &str) -> String {
+fn endpoint(s: &str) -> Result<String, ConfigError> {
     let s = s.trim().trim_end_matches('/');
-    if s.contains("://") {
+    let e = if s.contains("://") {
         s.to_string()
     } else {
         format!("https://{s}")
+    };
+    match Url::parse(&e) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(e),
+        _ => Err(invalid(
+            "AWS_S3_ENDPOINT",
+            format!("{s:?} is not an http(s) URL or host name"),
+        )),
     }
 }
 
-fn parse_bool(var: &'static str, v: Option<&str>, default: bool) -> Result<bool, ConfigError> {
-    match v.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-        None => Ok(default),
-        Some("true" | "1" | "yes" | "on") => Ok(true),
-        Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(o) => Err(ConfigError::new(var, format!("{o:?} is not true or false"))),
+/// Letters, digits and '-': AWS's own regions and the names other stores
+/// use (`auto`, `garage`). The SDK signs with it, and a stray character
+/// would make every request invalid.
+fn region(s: &str) -> Result<String, ConfigError> {
+    let s = s.trim();
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err(invalid(
+            "AWS_S3_REGION",
+            format!("{s:?} is not a region name: letters, digits and '-' only, e.g. us-east-1"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// No whitespace, control characters or '/': no store accepts those.
+fn bucket_name(s: &str) -> Result<String, ConfigError> {
+    let s = s.trim();
+    if s.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(invalid(
+            "AWS_S3_BUCKET",
+            format!("{s:?} is not a bucket name"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// An http(s) URL that is a credential: the error never echoes it.
+fn http_url(var: &'static str, u: &str) -> Result<Secret, ConfigError> {
+    let u = u.trim();
+    match Url::parse(u) {
+        Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(Secret::new(u)),
+        Ok(_) => Err(invalid(var, "must start with http:// or https://")),
+        Err(_) => Err(invalid(var, "not a valid http(s) URL")),
     }
 }
 
-fn parse_u32(var: &'static str, v: Option<&str>, default: u32) -> Result<u32, ConfigError> {
-    match v {
-        None => Ok(default),
-        Some(s) => s
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::new(var, format!("{s:?} is not a whole number >= 0"))),
+fn parse_bool(v: &Vars, var: &'static str) -> Result<bool, ConfigError> {
+    match v.or_default(var)?.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        o => Err(invalid(var, format!("{o:?} is not true or false"))),
     }
 }
 
-fn opt_u32(var: &'static str, v: Option<&str>) -> Result<Option<u32>, ConfigError> {
-    v.map(|s| parse_u32(var, Some(s), 0)).transpose()
-}
-
-fn parse_range(var: &'static str, v: &str, lo: u32, hi: u32) -> Result<u32, ConfigError> {
-    let n = parse_u32(var, Some(v), 0)?;
-    if n < lo || n > hi {
-        return Err(ConfigError::new(var, format!("{n} is outside {lo}..={hi}")));
+fn parse_u32(var: &'static str, s: &str, max: u32) -> Result<u32, ConfigError> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| invalid(var, format!("{s:?} is not a whole number >= 0")))?;
+    if n > max {
+        return Err(invalid(var, format!("{n} is more than {max}")));
     }
     Ok(n)
 }
 
-fn parse_seconds(
-    var: &'static str,
-    v: Option<&str>,
-    default: f64,
-) -> Result<Duration, ConfigError> {
-    let n = match v {
-        None => default,
-        Some(s) => s
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite() && *n >= 0.0)
-            .ok_or_else(|| ConfigError::new(var, format!("{s:?} is not a number >= 0")))?,
-    };
-    Ok(Duration::from_secs_f64(n))
+fn opt_u32(v: &Vars, var: &'static str) -> Result<Option<u32>, ConfigError> {
+    v.get(var)?.map(|s| parse_u32(var, s, u32::MAX)).transpose()
+}
+
+fn parse_range(var: &'static str, s: &str, lo: u8, hi: u8) -> Result<u8, ConfigError> {
+    let n = parse_u32(var, s, u32::MAX)?;
+    match u8::try_from(n) {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(invalid(var, format!("{n} is outside {lo}..={hi}"))),
+    }
+}
+
+/// A finite number in 0..=max.
+fn parse_number(var: &'static str, s: &str, max: f64) -> Result<f64, ConfigError> {
+    let n = s
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .ok_or_else(|| invalid(var, format!("{s:?} is not a number >= 0")))?;
+    if n > max {
+        return Err(invalid(var, format!("{s:?} is more than {max}")));
+    }
+    Ok(n)
+}
+
+fn parse_seconds(var: &'static str, s: &str, max: f64) -> Result<Duration, ConfigError> {
+    let n = parse_number(var, s, max)?;
+    Duration::try_from_secs_f64(n).map_err(|e| invalid(var, format!("{s:?}: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::from_vars(vars(pairs))
     }
 
     const URL: (&str, &str) = (
@@ -692,20 +1073,20 @@ mod tests {
             ("BACKUP_OPTIONS", "--exclude-table=audit_log --no-owner"),
         ])
         .unwrap();
-        assert_eq!(c.database.name(), "shop");
-        assert_eq!(c.database.password().unwrap().expose(), "s@cret");
+        assert_eq!(c.dump.database.name(), "shop");
+        assert_eq!(c.dump.database.password().unwrap().expose(), "s@cret");
         assert_eq!(
-            c.database.url_without_password().as_str(),
+            c.dump.database.url_without_password().as_str(),
             "postgres://app@db:5432/shop"
         );
-        assert!(c.single_shot && !c.run_on_startup);
-        assert_eq!(c.prefix, "prod/backup_");
+        assert!(c.schedule.single_shot && !c.schedule.run_on_startup);
+        assert_eq!(c.store.prefix, "prod/backup_");
         assert_eq!(
-            c.pg_dump_options,
+            c.dump.pg_dump_options,
             vec!["--exclude-table=audit_log", "--no-owner"]
         );
         assert_eq!(
-            c.storage,
+            c.store.backend,
             StorageConfig::S3 {
                 bucket: "backups".into(),
                 endpoint: Some("https://acc.r2.cloudflarestorage.com".into()),
@@ -713,11 +1094,11 @@ mod tests {
                 force_path_style: true
             }
         );
-        assert_eq!(c.compression, Compression::DEFAULT);
+        assert_eq!(c.dump.compression, Compression::DEFAULT);
         assert_eq!(c.retention.days, 30);
         assert_eq!(c.retention.min_count, 3);
-        assert_eq!(c.listen.port(), DEFAULT_PORT);
-        assert_eq!(c.max_age, Duration::from_secs(25 * 3600));
+        assert_eq!(c.daemon.listen.port(), DEFAULT_PORT);
+        assert_eq!(c.daemon.max_age, Duration::from_secs(25 * 3600));
     }
 
     #[test]
@@ -730,14 +1111,14 @@ mod tests {
             ("BACKUP_LOCAL_DIR", "/backups"),
         ])
         .unwrap();
-        assert_eq!(c.database.name(), "app db");
-        assert_eq!(c.database.password().unwrap().expose(), "pw:/@x");
+        assert_eq!(c.dump.database.name(), "app db");
+        assert_eq!(c.dump.database.password().unwrap().expose(), "pw:/@x");
         assert_eq!(
-            c.database.url_without_password().as_str(),
+            c.dump.database.url_without_password().as_str(),
             "postgres://me@postgres:5432/app%20db"
         );
         assert_eq!(
-            c.storage,
+            c.store.backend,
             StorageConfig::Local {
                 dir: "/backups".into()
             }
@@ -755,7 +1136,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.retention.days, 30);
         assert!(matches!(
-            c.storage,
+            c.store.backend,
             StorageConfig::S3 { endpoint: None, .. }
         ));
     }
@@ -851,7 +1232,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.heartbeat_url.unwrap().expose(),
+            c.notify.heartbeat_url.unwrap().expose(),
             "https://hc-ping.com/uuid-1"
         );
         let e = cfg(&[URL, BUCKET, ("BACKUP_HEARTBEAT_URL", "ftp://h/uuid-2")]).unwrap_err();
@@ -868,5 +1249,366 @@ mod tests {
             d.with_database("other db").url_without_password().path(),
             "/other%20db"
         );
+    }
+
+    fn one_line_naming(e: &ConfigError, var: &str) {
+        assert_eq!(e.var, var, "{e}");
+        let line = e.to_string();
+        assert!(line.starts_with(&format!("invalid {var}: ")), "{line}");
+        assert!(!line.contains(['\n', '\r']), "{line:?}");
+    }
+
+    #[test]
+    fn inputs_that_used_to_panic_are_config_errors() {
+        const HOOK: (&str, &str) = ("BACKUP_WEBHOOK_URL", "https://hooks.example/x");
+        for (var, value) in [
+            ("BACKUP_OPTIONS", "-é"),
+            ("BACKUP_OPTIONS", "--exclude-tablé=x"),
+            ("AWS_S3_REGION", "us-east-1\nx"),
+            ("AWS_S3_REGION", "eu west"),
+            ("BACKUP_MAX_AGE_HOURS", "99999999999999999999"),
+            ("BACKUP_MAX_AGE_HOURS", "87601"),
+            ("BACKUP_MAX_AGE_HOURS", "NaN"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "1e300"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "3601"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "inf"),
+            ("BACKUP_WEBHOOK_RETRIES", "4294967295"),
+            ("BACKUP_RETENTION_DAYS", "4294967295"),
+            ("BACKUP_COMPRESSION_LEVEL", "4294967297"),
+            ("BACKUP_CRON_SCHEDULE", "0 0 30 2 *"),
+            ("AWS_S3_ENDPOINT", "ftp://host"),
+            ("AWS_S3_BUCKET", "my bucket"),
+        ] {
+            let e = cfg(&[URL, BUCKET, HOOK, (var, value)]).unwrap_err();
+            one_line_naming(&e, var);
+        }
+        // The webhook's timing is checked even before a URL is set.
+        let e = cfg(&[URL, BUCKET, ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "1e300")]).unwrap_err();
+        one_line_naming(&e, "BACKUP_WEBHOOK_BACKOFF_SECONDS");
+    }
+
+    #[test]
+    fn bounds_are_inclusive_and_conversions_exact() {
+        let c = cfg(&[
+            URL,
+            BUCKET,
+            ("BACKUP_MAX_AGE_HOURS", "87600"),
+            ("BACKUP_WEBHOOK_URL", "https://hooks.example/x"),
+            ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "0.5"),
+            ("BACKUP_RETENTION_DAYS", "1000000"),
+            ("AWS_S3_REGION", " eu-west-3 "),
+        ])
+        .unwrap();
+        assert_eq!(c.daemon.max_age, Duration::from_secs(87_600 * 3600));
+        assert_eq!(
+            c.notify.webhook.unwrap().backoff,
+            Duration::from_millis(500)
+        );
+        assert_eq!(c.retention.days, 1_000_000);
+        assert!(
+            matches!(c.store.backend, StorageConfig::S3 { region, .. } if region == "eu-west-3")
+        );
+    }
+
+    #[test]
+    fn short_options_are_cut_at_characters() {
+        assert_eq!(short_flag("-é"), Some("-é"));
+        assert_eq!(short_flag("-Fd"), Some("-F"));
+        assert_eq!(short_flag("-tpeças"), Some("-t"));
+        assert_eq!(short_flag("--file"), None);
+        assert_eq!(short_flag("-"), None);
+        let ok = |o: &str| check_pg_dump_options(&[o.to_string()]).is_ok();
+        assert!(ok("-tpeças") && ok("--exclude-table=peças") && ok("--no-owner") && ok("--"));
+        assert!(!ok("-é") && !ok("-jx") && !ok("--jobs=2") && !ok("-Fc") && !ok("-Z9"));
+    }
+
+    #[test]
+    fn commands_that_read_backups_need_no_database() {
+        let store = StoreConfig::from_vars(vars(&[BUCKET])).unwrap();
+        assert_eq!(store.prefix, "backup_");
+        assert!(matches!(store.backend, StorageConfig::S3 { .. }));
+        let r = RetentionSettings::from_vars(vars(&[("BACKUP_KEEP_DAILY", "7")])).unwrap();
+        assert_eq!((r.days, r.min_count, r.keep_daily), (30, 3, Some(7)));
+        let local = [
+            ("BACKUP_LOCAL_DIR", "/b"),
+            ("PG_BIN_DIR", "/usr/lib/postgresql/15/bin"),
+        ];
+        let v = Vars::new(vars(&local)).unwrap();
+        assert_eq!(
+            DumpConfig::read_pg_bin_dir(&v).unwrap(),
+            Some(PathBuf::from("/usr/lib/postgresql/15/bin"))
+        );
+        assert!(DumpConfig::read_database(&v).unwrap().is_none());
+        // ...and what they do not read, they do not validate.
+        StoreConfig::from_vars(vars(&[BUCKET, ("BACKUP_OPTIONS", "-Fd")])).unwrap();
+        // Backing up does need it.
+        let e = DumpConfig::from_vars(vars(&local)).unwrap_err();
+        one_line_naming(&e, "BACKUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn a_drill_needs_a_scratch_database_that_is_not_the_source() {
+        let verify = |u: &'static str| ("BACKUP_VERIFY_DATABASE_URL", u);
+        // The same database, however the URL spells it: a configuration error.
+        for same in [
+            "postgres://app:s%40cret@db:5432/shop",
+            "postgres://other@db/shop",
+            "postgresql://app@db:5432/shop?sslmode=require",
+        ] {
+            let e = cfg(&[URL, BUCKET, verify(same)]).unwrap_err();
+            one_line_naming(&e, "BACKUP_VERIFY_DATABASE_URL");
+            assert!(e.message.contains("database being backed up"), "{e}");
+            assert!(!e.to_string().contains("s@cret"), "{e}");
+            let e = DrillConfig::from_vars(vars(&[URL, BUCKET, verify(same)])).unwrap_err();
+            one_line_naming(&e, "BACKUP_VERIFY_DATABASE_URL");
+        }
+        for other in [
+            "postgres://app@db:5432/scratch",
+            "postgres://app@db:5433/shop",
+            "postgres://app@db2/shop",
+        ] {
+            let c = cfg(&[URL, BUCKET, verify(other)]).unwrap();
+            assert_eq!(c.drill().source.unwrap().name(), "shop");
+        }
+        // Without BACKUP_DATABASE_URL, only a given scratch database will do.
+        let d = DrillConfig::from_vars(vars(&[BUCKET, verify("postgres://a@h/scratch")])).unwrap();
+        assert!(d.source.is_none());
+        let e = DrillConfig::from_vars(vars(&[BUCKET])).unwrap_err();
+        one_line_naming(&e, "BACKUP_DATABASE_URL");
+    }
+
+    #[test]
+    fn cron_expressions_are_parsed_once_and_kept_as_written() {
+        let c = cfg(&[
+            URL,
+            BUCKET,
+            ("BACKUP_CRON_SCHEDULE", " 30 2 * * 1-5 "),
+            ("BACKUP_VERIFY_CRON_SCHEDULE", "0 4 * * 0"),
+        ])
+        .unwrap();
+        assert_eq!(c.schedule.cron.to_string(), "30 2 * * 1-5");
+        let t = chrono::DateTime::parse_from_rfc3339("2026-01-24T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let next = crate::schedule::next_after(c.schedule.cron.schedule(), t).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-01-26T02:30:00+00:00");
+        assert_eq!(c.schedule.verify_cron.unwrap().as_str(), "0 4 * * 0");
+        let e = cfg(&[URL, BUCKET, ("BACKUP_VERIFY_CRON_SCHEDULE", "daily")]).unwrap_err();
+        one_line_naming(&e, "BACKUP_VERIFY_CRON_SCHEDULE");
+    }
+
+    #[test]
+    fn names_match_whatever_their_case_and_non_unicode_is_an_error() {
+        let c = cfg(&[
+            ("backup_database_url", "postgres://a@h/lower"),
+            ("Backup_Local_Dir", "/b"),
+        ])
+        .unwrap();
+        assert_eq!(c.dump.database.name(), "lower");
+        let v = Vars::build(vars(&[BUCKET]), ["backup_options".to_string()].into()).unwrap();
+        StoreConfig::read(&v).unwrap();
+        one_line_naming(
+            &DumpConfig::read(
+                &Vars::build(vars(&[URL]), ["backup_options".to_string()].into()).unwrap(),
+            )
+            .unwrap_err(),
+            "BACKUP_OPTIONS",
+        );
+    }
+
+    #[test]
+    fn every_default_is_a_variable_and_means_what_unset_means() {
+        for (var, _) in DEFAULTS {
+            assert!(VARIABLES.contains(var), "{var}");
+        }
+        let mut all = vec![URL, BUCKET];
+        all.extend(DEFAULTS.iter().copied());
+        let explicit = cfg(&all).unwrap();
+        let unset = cfg(&[URL, BUCKET]).unwrap();
+        assert_eq!(format!("{explicit:?}"), format!("{unset:?}"));
+        let gzip = cfg(&[URL, BUCKET, ("BACKUP_COMPRESSION", "gzip")]).unwrap();
+        assert_eq!(
+            gzip.dump.compression,
+            Compression::Gzip {
+                level: GZIP_DEFAULT_LEVEL
+            }
+        );
+    }
+
+    /// The rows of README.md's `| variable | default | meaning |` tables:
+    /// the variables named in the first cell, and the default cell.
+    fn readme_rows() -> Vec<(Vec<String>, String)> {
+        let readme = include_str!("../README.md");
+        let mut rows = Vec::new();
+        let mut in_table = false;
+        for line in readme.lines().map(str::trim) {
+            if !line.starts_with('|') {
+                in_table = false;
+                continue;
+            }
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            if cells.len() < 2 || cells[0].starts_with("---") {
+                continue;
+            }
+            if cells[0] == "variable" && cells[1] == "default" {
+                in_table = true;
+                continue;
+            }
+            if in_table {
+                let names = cells[0]
+                    .split(',')
+                    .map(|n| n.trim().trim_matches('`').to_string())
+                    .collect();
+                rows.push((names, cells[1].to_string()));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let rows = readme_rows();
+        assert!(rows.len() > 20, "README.md's variable tables not found");
+        for (var, value) in DEFAULTS {
+            let documented: Vec<_> = rows
+                .iter()
+                .filter(|(names, _)| names.iter().any(|n| n == var))
+                .collect();
+            assert!(
+                !documented.is_empty(),
+                "README.md documents no default for {var}"
+            );
+            for (names, cell) in documented {
+                if names.len() == 1 {
+                    assert_eq!(cell, &format!("`{value}`"), "README.md's default for {var}");
+                } else {
+                    assert!(
+                        cell.contains(value),
+                        "README.md's default for {var}: {cell}"
+                    );
+                }
+            }
+        }
+        // A literal default in README.md is one the code has.
+        for (names, cell) in &rows {
+            if let [name] = names.as_slice() {
+                let literal = cell.len() > 2 && cell.starts_with('`') && cell.ends_with('`');
+                if literal && VARIABLES.contains(&name.as_str()) {
+                    assert_eq!(
+                        default_of(name).map(|d| format!("`{d}`")).as_deref(),
+                        Some(cell.as_str()),
+                        "README.md gives {name} a default the code does not have"
+                    );
+                }
+            }
+        }
+        let level = rows
+            .iter()
+            .find(|(n, _)| n == &["BACKUP_COMPRESSION_LEVEL"])
+            .expect("BACKUP_COMPRESSION_LEVEL in README.md");
+        assert_eq!(
+            level.1,
+            format!("zstd {ZSTD_DEFAULT_LEVEL}, gzip {GZIP_DEFAULT_LEVEL}")
+        );
+    }
+
+    /// Any value of any one variable, on top of an otherwise valid
+    /// environment, is accepted or refused with a one-line error naming
+    /// that variable: never a panic.
+    mod any_value {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "\\PC{0,40}",
+                "[\\x00-\\x1f\\x7f\u{80}-\u{9f} a-z]{1,12}",
+                "[+-]?[0-9]{1,40}(\\.[0-9]{0,8})?([eE][+-]?[0-9]{1,4})?",
+                "-[^-]{1,4}(=.{0,4})?",
+                "[0-9*/,A-Za-z-]{1,6}( [0-9*/,A-Za-z-]{1,6}){4,5}",
+                "(postgres|postgresql|http|https)://[ -~\u{e9}]{0,30}",
+                prop::sample::select(vec![
+                    "NaN",
+                    "inf",
+                    "-0",
+                    "1e300",
+                    "-1",
+                    "0",
+                    "0.0",
+                    "4294967296",
+                    "18446744073709551616",
+                    "65536",
+                    "[::1]:9854",
+                    "0 0 31 2 *",
+                    "* * * * * * *",
+                    "0 3 * * 8",
+                    "postgres://",
+                    "http://",
+                    "/",
+                    "..",
+                    "../x",
+                    "%zz",
+                    "\u{feff}",
+                    "\0",
+                ])
+                .prop_map(String::from),
+            ]
+        }
+
+        const BASES: [&[(&str, &str)]; 2] = [
+            &[
+                ("BACKUP_DATABASE_URL", "postgres://app:pw@db:5432/shop"),
+                ("AWS_S3_BUCKET", "backups"),
+                ("BACKUP_WEBHOOK_URL", "https://hooks.example/x"),
+            ],
+            &[("POSTGRES_HOST", "db"), ("BACKUP_LOCAL_DIR", "/backups")],
+        ];
+
+        fn check(var: &'static str, value: &str) -> Result<(), TestCaseError> {
+            for base in BASES {
+                let mut env: Vec<(String, String)> = base
+                    .iter()
+                    .filter(|(k, _)| *k != var)
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                env.push((var.to_string(), value.to_string()));
+                let errors = [
+                    Config::from_vars(env.clone()).err(),
+                    StoreConfig::from_vars(env.clone()).err(),
+                    DumpConfig::from_vars(env.clone()).err(),
+                    ScheduleConfig::from_vars(env.clone()).err(),
+                    RetentionSettings::from_vars(env.clone()).err(),
+                    NotifyConfig::from_vars(env.clone()).err(),
+                    DaemonConfig::from_vars(env.clone()).err(),
+                    VerifyConfig::from_vars(env.clone()).err(),
+                    DrillConfig::from_vars(env.clone()).err(),
+                ];
+                for e in errors.iter().flatten() {
+                    let line = e.to_string();
+                    prop_assert!(!line.contains(['\n', '\r']), "{var}: {line:?}");
+                    // A blank value is unset: the error may name another variable.
+                    if !value.trim().is_empty() {
+                        prop_assert_eq!(e.var, var, "{}", line);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        #[test]
+        fn no_value_of_any_variable_panics() {
+            for var in VARIABLES {
+                let mut runner = TestRunner::new(RunnerConfig {
+                    cases: 64,
+                    failure_persistence: None,
+                    ..RunnerConfig::default()
+                });
+                if let Err(e) = runner.run(&value(), |v| check(var, &v)) {
+                    panic!("{var}: {e}");
+                }
+            }
+        }
     }
 }

@@ -36,17 +36,20 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let sched = schedule::parse(&cfg.cron_schedule).map_err(anyhow::Error::msg)?;
-    let storage = crate::storage::open(&cfg.storage).await;
-    let listener = std::net::TcpListener::bind(cfg.listen)
-        .with_context(|| format!("cannot listen on BACKUP_LISTEN_ADDRESS {}", cfg.listen))?;
+    let storage = crate::storage::open(&cfg.store.backend).await;
+    let listener = std::net::TcpListener::bind(cfg.daemon.listen).with_context(|| {
+        format!(
+            "cannot listen on BACKUP_LISTEN_ADDRESS {}",
+            cfg.daemon.listen
+        )
+    })?;
 
-    let metrics = Metrics::new(cfg.database.name(), &pg_dump_version(&cfg).await);
+    let metrics = Metrics::new(cfg.dump.database.name(), &pg_dump_version(&cfg).await);
     let state = Arc::new(AppState {
-        database: cfg.database.name().to_string(),
+        database: cfg.dump.database.name().to_string(),
         metrics: metrics.clone(),
         status: Mutex::new(Status::default()),
-        max_age: cfg.max_age,
+        max_age: cfg.daemon.max_age,
         started: Utc::now(),
     });
     seed_from_storage(&cfg, storage.as_ref(), &state).await;
@@ -64,27 +67,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let server = http::spawn(listener, state.clone(), stop.clone())
         .context("cannot start the HTTP server")?;
     tracing::info!(
-        listen = %cfg.listen,
-        schedule = %cfg.cron_schedule,
+        listen = %cfg.daemon.listen,
+        schedule = %cfg.schedule.cron,
         storage = %storage.describe(),
-        database = %cfg.database.name(),
+        database = %cfg.dump.database.name(),
         "pgbackup daemon started"
     );
 
     let mut running: Option<JoinHandle<Outcome>> = None;
-    if cfg.run_on_startup {
+    if cfg.schedule.run_on_startup {
         running = Some(start_job(&cfg, &storage, &metrics, &state, &stop));
     }
-    let mut next = schedule::next_after(&sched, Utc::now());
+    let mut next = schedule::next_after(cfg.schedule.cron.schedule(), Utc::now());
     publish_next(&metrics, &state, next);
     // Restore drills on their own schedule (off unless configured).
-    let drill_sched = match cfg.verify_cron_schedule.as_deref() {
-        Some(expr) => Some(schedule::parse(expr).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let mut next_drill = drill_sched
-        .as_ref()
-        .and_then(|s| schedule::next_after(s, Utc::now()));
+    let drill_sched = cfg.schedule.verify_cron.as_ref().map(|c| c.schedule());
+    let mut next_drill = drill_sched.and_then(|s| schedule::next_after(s, Utc::now()));
     let mut drill: Option<JoinHandle<DrillResult>> = None;
     tokio::pin!(shutdown);
 
@@ -101,16 +99,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                     } else {
                         drill = Some(start_drill(&cfg, &storage, &stop));
                     }
-                    next_drill = drill_sched.as_ref().and_then(|s| schedule::next_after(s, now));
+                    next_drill = drill_sched.and_then(|s| schedule::next_after(s, now));
                 }
                 if schedule::is_due(next, now) {
                     if running.is_some() {
                         metrics.count_skipped();
-                        tracing::warn!(database = %cfg.database.name(), "scheduled run skipped: the previous backup is still running");
+                        tracing::warn!(database = %cfg.dump.database.name(), "scheduled run skipped: the previous backup is still running");
                     } else {
                         running = Some(start_job(&cfg, &storage, &metrics, &state, &stop));
                     }
-                    next = schedule::next_after(&sched, now);
+                    next = schedule::next_after(cfg.schedule.cron.schedule(), now);
                     publish_next(&metrics, &state, next);
                 }
             }
@@ -157,10 +155,10 @@ fn start_drill(
     let (cfg, storage, cancel) = (cfg.clone(), storage.clone(), stop.child_token());
     tokio::spawn(async move {
         let started = Utc::now();
-        tracing::info!(database = %cfg.database.name(), "restore drill started");
+        tracing::info!(database = %cfg.dump.database.name(), "restore drill started");
         (
             started,
-            verify::drill_until(&cfg, storage.as_ref(), "latest", &cancel).await,
+            verify::drill_until(&cfg.drill(), storage.as_ref(), "latest", &cancel).await,
         )
     })
 }
@@ -178,7 +176,7 @@ fn start_job(
     metrics.set_in_progress(true);
     state.status.lock().expect("status").in_progress = true;
     tokio::spawn(async move {
-        tracing::info!(database = %cfg.database.name(), "backup started");
+        tracing::info!(database = %cfg.dump.database.name(), "backup started");
         job::run(&cfg, storage.as_ref(), &cancel, job::Priority::Background).await
     })
 }
@@ -247,7 +245,7 @@ impl After {
             Ok(r) => {
                 self.metrics.set_verified(Utc::now());
                 tracing::info!(
-                    database = %self.cfg.database.name(),
+                    database = %self.cfg.dump.database.name(),
                     object = %r.key,
                     time_to_recover_s = format!("{:.2}", r.time_to_recover.as_secs_f64()),
                     tables = r.tables,
@@ -257,9 +255,9 @@ impl After {
             Err(e) if e.is_cancelled() => {}
             Err(e) => {
                 self.metrics.count_failure(crate::error::Stage::Verify);
-                tracing::error!(database = %self.cfg.database.name(), error = %e.message, "restore drill failed");
+                tracing::error!(database = %self.cfg.dump.database.name(), error = %e.message, "restore drill failed");
                 let o = Outcome {
-                    database: self.cfg.database.name().to_string(),
+                    database: self.cfg.dump.database.name().to_string(),
                     started,
                     finished: Utc::now(),
                     duration: (Utc::now() - started).to_std().unwrap_or_default(),
@@ -328,11 +326,11 @@ fn publish_next(metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>
 /// After a restart, the newest backup in storage is the last success: the
 /// metrics should not claim that no backup ever succeeded.
 async fn seed_from_storage(cfg: &Config, storage: &dyn ObjectStore, state: &AppState) {
-    match storage.list(&cfg.prefix).await {
+    match storage.list(&cfg.store.prefix).await {
         Ok(objects) => {
             let ours: Vec<_> = objects
                 .iter()
-                .filter_map(|o| naming::parse(&cfg.prefix, &o.key).map(|p| (p.time, o.size)))
+                .filter_map(|o| naming::parse(&cfg.store.prefix, &o.key).map(|p| (p.time, o.size)))
                 .collect();
             state
                 .metrics
@@ -350,8 +348,8 @@ async fn seed_from_storage(cfg: &Config, storage: &dyn ObjectStore, state: &AppS
 /// cannot be reached (the first backup reports why).
 async fn pg_dump_version(cfg: &Config) -> String {
     let probe = async {
-        let server = pg::server_info(&cfg.database).await?;
-        let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+        let server = pg::server_info(&cfg.dump.database).await?;
+        let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
         Ok::<_, crate::error::JobError>(tools.version_line)
     };
     match tokio::time::timeout(Duration::from_secs(15), probe).await {

@@ -85,7 +85,7 @@ pub async fn run(
     let t0 = Instant::now();
     let result = backup(cfg, storage, cancel, priority).await;
     Outcome {
-        database: cfg.database.name().to_string(),
+        database: cfg.dump.database.name().to_string(),
         started,
         finished: Utc::now(),
         duration: t0.elapsed(),
@@ -107,17 +107,19 @@ async fn backup(
             .map_err(|e| JobError::storage(Stage::Upload, e))
     })
     .await?;
-    let server = cancellable(cancel, pg::server_info(&cfg.database)).await?;
-    let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+    let server = cancellable(cancel, pg::server_info(&cfg.dump.database)).await?;
+    let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
     tracing::debug!(server = %server.version, pg_dump = %tools.version_line, "versions");
     // One run per store and prefix on this host, then a name nobody holds:
     // a backup never replaces another (the store's commit checks again).
-    let Some(_lock) = crate::lock::acquire(&storage.describe(), &cfg.prefix, cancel).await else {
+    let Some(_lock) = crate::lock::acquire(&storage.describe(), &cfg.store.prefix, cancel).await
+    else {
         return Err(cancelled());
     };
     let key = cancellable(cancel, free_name(storage, cfg, Utc::now())).await?;
     // The manifest reads the dump's own snapshot, unless the user chose one.
     let snapshot = if cfg
+        .dump
         .pg_dump_options
         .iter()
         .any(|o| o.starts_with("--snapshot") || o == "--serializable-deferrable")
@@ -125,23 +127,26 @@ async fn backup(
         None
     } else {
         cancellable(cancel, async {
-            Ok(pg::export_snapshot(&cfg.database).await)
+            Ok(pg::export_snapshot(&cfg.dump.database).await)
         })
         .await?
     };
 
-    let mut cmd = tools.command("pg_dump", &cfg.database);
+    let mut cmd = tools.command("pg_dump", &cfg.dump.database);
     cmd.arg("--no-password")
-        .arg(format!("--format={}", cfg.format.as_str()));
-    if cfg.format == Format::Custom {
+        .arg(format!("--format={}", cfg.dump.format.as_str()));
+    if cfg.dump.format == Format::Custom {
         // We compress the stream ourselves, faster and in one place.
         cmd.arg("--compress=0");
     }
     if let Some(s) = &snapshot {
         cmd.arg(format!("--snapshot={}", s.id));
     }
-    cmd.args(&cfg.pg_dump_options)
-        .arg(format!("--dbname={}", cfg.database.url_without_password()))
+    cmd.args(&cfg.dump.pg_dump_options)
+        .arg(format!(
+            "--dbname={}",
+            cfg.dump.database.url_without_password()
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so that stopping it also stops anything it
@@ -173,7 +178,7 @@ async fn backup(
     let stderr_task = tokio::spawn(pg::drain_tail(stderr));
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
-    let compression = cfg.compression;
+    let compression = cfg.dump.compression;
     // The compressor reads the pipe with plain blocking reads on a thread of
     // its own: no runtime wakeups per read, and its priority can be lowered
     // without touching a pooled thread.
@@ -243,9 +248,9 @@ async fn backup(
             };
             for (k, v) in [
                 ("dump-bytes", counts.dump_bytes.to_string()),
-                ("format", cfg.format.as_str().to_string()),
-                ("compression", cfg.compression.as_str().to_string()),
-                ("database", cfg.database.name().to_string()),
+                ("format", cfg.dump.format.as_str().to_string()),
+                ("compression", cfg.dump.compression.as_str().to_string()),
+                ("database", cfg.dump.database.name().to_string()),
                 ("server-version", server.version.clone()),
                 ("pg-dump-version", tools.major.to_string()),
                 ("pgbackup-version", env!("CARGO_PKG_VERSION").to_string()),
@@ -289,7 +294,8 @@ async fn free_name(
 ) -> Result<String, JobError> {
     for s in 0..NAME_TRIES {
         let t = at + chrono::Duration::seconds(s);
-        let key = crate::naming::object_name(&cfg.prefix, t, cfg.format, cfg.compression);
+        let key =
+            crate::naming::object_name(&cfg.store.prefix, t, cfg.dump.format, cfg.dump.compression);
         match storage.head(&key).await {
             Err(e) if e.is_not_found() => return Ok(key),
             Ok(_) => {

@@ -218,7 +218,7 @@ pub async fn commit_with_manifest(
     meta: &ObjectMeta,
     snapshot: Option<&tokio_postgres::Client>,
 ) -> Result<(), JobError> {
-    let stored = match capture(&cfg.database, snapshot, key).await {
+    let stored = match capture(&cfg.dump.database, snapshot, key).await {
         Ok(m) => match store(storage, key, &m).await {
             Ok(()) => true,
             Err(e) => {

@@ -282,13 +282,13 @@ impl Secrets {
                 }
             }
         };
-        if let Some(w) = &cfg.webhook {
+        if let Some(w) = &cfg.notify.webhook {
             url(w.url.expose());
         }
-        if let Some(h) = &cfg.heartbeat_url {
+        if let Some(h) = &cfg.notify.heartbeat_url {
             url(h.expose());
         }
-        for db in std::iter::once(&cfg.database).chain(cfg.verify_database.as_ref()) {
+        for db in std::iter::once(&cfg.dump.database).chain(cfg.verify.verify_database.as_ref()) {
             if let Some(p) = db.password() {
                 v.push(p.expose().to_string());
             }
@@ -329,6 +329,7 @@ fn client() -> Option<reqwest::Client> {
 
 fn policy(cfg: &Config) -> Policy {
     let (retries, backoff) = cfg
+        .notify
         .webhook
         .as_ref()
         .map(|w| (w.retries, w.backoff))
@@ -353,7 +354,7 @@ pub struct Notifier {
 impl Notifier {
     /// None without BACKUP_WEBHOOK_URL.
     pub fn from_config(cfg: &Config) -> Option<Notifier> {
-        let w = cfg.webhook.as_ref()?;
+        let w = cfg.notify.webhook.as_ref()?;
         Some(Notifier {
             client: client()?,
             url: w.url.clone(),
@@ -410,7 +411,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// None without BACKUP_HEARTBEAT_URL.
     pub fn from_config(cfg: &Config) -> Option<Heartbeat> {
-        let url = cfg.heartbeat_url.clone()?;
+        let url = cfg.notify.heartbeat_url.clone()?;
         Some(Heartbeat {
             client: client()?,
             url,
@@ -469,7 +470,7 @@ impl Notifications {
         Notifications {
             webhook: Notifier::from_config(cfg),
             heartbeat: Heartbeat::from_config(cfg),
-            on: cfg.notify_on,
+            on: cfg.notify.notify_on,
             host: host_name(),
         }
     }

@@ -33,7 +33,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::archive::{HoldBack, PlainScanner, TocEntry};
 use crate::catalog::Backup;
-use crate::config::{Config, Database, Format};
+use crate::config::{Database, Format};
 use crate::error::{one_line, JobError, Stage};
 use crate::fetch::{self, Failure, Sink, Stored, Streamed};
 use crate::pg::{self, ServerInfo, Tools};
@@ -121,7 +121,7 @@ pub(crate) struct Restored {
 /// refuses one that holds user tables unless `clean`, and drops a database
 /// it created when the restore fails.
 pub async fn restore(
-    cfg: &Config,
+    pg_bin_dir: Option<&Path>,
     storage: &dyn ObjectStore,
     backup: &Backup,
     target: &Database,
@@ -158,7 +158,7 @@ pub async fn restore(
     }
     drop(client);
     let work = async {
-        let tools = restore_tools(&server, &stored, cfg.pg_bin_dir.as_deref()).await?;
+        let tools = restore_tools(&server, &stored, pg_bin_dir).await?;
         tracing::info!(
             object = %backup.key,
             database = %target.name(),

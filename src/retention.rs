@@ -356,7 +356,14 @@ pub async fn after_backup(
         protect: Some(backup.to_string()),
         ..Options::default()
     };
-    let report = apply_with(storage, &cfg.prefix, &cfg.retention, Utc::now(), &opts).await;
+    let report = apply_with(
+        storage,
+        &cfg.store.prefix,
+        &cfg.retention,
+        Utc::now(),
+        &opts,
+    )
+    .await;
     match &report {
         Ok(r) => {
             for key in &r.deleted {

@@ -8,6 +8,7 @@
 //! when set, returns true.
 
 use std::io::{self, BufWriter, Write};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{self, PlainScanner, TocEntry};
 use crate::catalog::{self, Backup};
-use crate::config::{Config, Database, Format};
+use crate::config::{Database, DrillConfig, Format};
 use crate::error::{JobError, Stage};
 use crate::fetch::{self, Failure, Sink, Stored, Streamed};
 use crate::manifest;
@@ -82,7 +83,7 @@ impl Sink for Scan {
 
 /// Checks a backup's integrity without restoring it.
 pub async fn verify(
-    cfg: &Config,
+    pg_bin_dir: Option<&Path>,
     storage: &dyn ObjectStore,
     backup: &Backup,
 ) -> Result<VerifyReport, JobError> {
@@ -101,7 +102,7 @@ pub async fn verify(
     }
     let (streamed, tables) = match backup.format {
         Format::Custom => {
-            let tools = reader_tools(&stored, cfg).await?;
+            let tools = reader_tools(&stored, pg_bin_dir).await?;
             let reader = fetch::open(storage, &stored.key, stage).await?;
             let tool = "pg_restore";
             let mut cmd = tokio::process::Command::new(tools.bin(tool));
@@ -155,15 +156,15 @@ pub async fn verify(
 }
 
 /// pg_restore new enough to read what pg_dump `dump_major` wrote.
-async fn reader_tools(stored: &Stored, cfg: &Config) -> Result<Tools, JobError> {
+async fn reader_tools(stored: &Stored, pg_bin_dir: Option<&Path>) -> Result<Tools, JobError> {
     let need = stored.dump_major.unwrap_or(0);
-    pg::find_tools(need, cfg.pg_bin_dir.as_deref()).await.map_err(|e| {
+    pg::find_tools(need, pg_bin_dir).await.map_err(|e| {
         JobError::permanent(
             e.stage,
             format!(
                 "{} was written by pg_dump {need}; reading it needs pg_restore {need} or newer: install postgresql-client-{need}{}",
                 stored.key,
-                if cfg.pg_bin_dir.is_some() { " or point PG_BIN_DIR at it" } else { "" }
+                if pg_bin_dir.is_some() { " or point PG_BIN_DIR at it" } else { "" }
             ),
         )
     })
@@ -186,7 +187,7 @@ struct Scratch {
 /// else `pgbackup_drill_<time>_<random>`, created on BACKUP_DATABASE_URL's
 /// server (the role needs CREATEDB) and always dropped.
 pub async fn drill(
-    cfg: &Config,
+    cfg: &DrillConfig,
     storage: &dyn ObjectStore,
     name: &str,
 ) -> Result<DrillReport, JobError> {
@@ -196,7 +197,7 @@ pub async fn drill(
 /// [`drill`] that stops when `cancel` fires (e.g. at shutdown): the restore
 /// is killed and the scratch database still removed before it returns.
 pub async fn drill_until(
-    cfg: &Config,
+    cfg: &DrillConfig,
     storage: &dyn ObjectStore,
     name: &str,
     cancel: &CancellationToken,
@@ -247,18 +248,10 @@ pub async fn drill_until(
     }
 }
 
-async fn open_scratch(cfg: &Config) -> Result<Scratch, JobError> {
+async fn open_scratch(cfg: &DrillConfig) -> Result<Scratch, JobError> {
     let stage = Stage::Verify;
-    if let Some(db) = &cfg.verify_database {
-        let (src, dst) = (&cfg.database, db);
-        if pg::host_label(src.url_without_password()) == pg::host_label(dst.url_without_password())
-            && src.name() == dst.name()
-        {
-            return Err(JobError::permanent(
-                Stage::Config,
-                "BACKUP_VERIFY_DATABASE_URL names the database being backed up; it must name a scratch database",
-            ));
-        }
+    // DrillConfig checked that this is not the database being backed up.
+    if let Some(db) = &cfg.verify.verify_database {
         let (c, server, created) = restore::open_target(db, stage).await?;
         if !created {
             let existing = restore::user_relations(&c, stage).await?;
@@ -285,8 +278,14 @@ async fn open_scratch(cfg: &Config) -> Result<Scratch, JobError> {
         Utc::now().format("%Y%m%d%H%M%S"),
         rand::random::<u32>()
     );
-    let db = cfg.database.with_database(&name);
-    let c = pg::connect(&cfg.database).await?;
+    let source = cfg.source.as_ref().ok_or_else(|| {
+        JobError::permanent(
+            Stage::Config,
+            "BACKUP_DATABASE_URL is not set: the drill creates its scratch database on that server (or set BACKUP_VERIFY_DATABASE_URL)",
+        )
+    })?;
+    let db = source.with_database(&name);
+    let c = pg::connect(source).await?;
     let server = restore::server_info(&c).await?;
     restore::create_database(&c, &db, stage).await.map_err(|e| {
         JobError::permanent(
@@ -297,7 +296,7 @@ async fn open_scratch(cfg: &Config) -> Result<Scratch, JobError> {
     Ok(Scratch {
         db,
         server,
-        drop_via: Some(cfg.database.clone()),
+        drop_via: Some(source.clone()),
     })
 }
 
@@ -309,7 +308,7 @@ async fn empty(db: &Database) -> Result<(), JobError> {
 }
 
 async fn run_drill(
-    cfg: &Config,
+    cfg: &DrillConfig,
     storage: &dyn ObjectStore,
     backup: &Backup,
     stored: &Stored,
@@ -396,7 +395,7 @@ async fn run_drill(
             }
         }
     }
-    let verify_sql = match &cfg.verify_sql {
+    let verify_sql = match &cfg.verify.verify_sql {
         None => false,
         Some(sql) => {
             if let Some(p) = run_verify_sql(&c, sql).await {

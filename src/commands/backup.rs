@@ -11,7 +11,7 @@ use crate::pg::human_bytes;
 use crate::retention;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let storage = crate::storage::open(&cfg.storage).await;
+    let storage = super::open_storage(&cfg.store).await;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

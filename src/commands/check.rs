@@ -11,24 +11,24 @@ use crate::storage::ObjectMeta;
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     println!(
         "config      ok (database {:?}, storage {})",
-        cfg.database.name(),
+        cfg.dump.database.name(),
         storage_label(&cfg)
     );
     // Credentials before anything slow: a forgotten variable is the most
     // common first-run mistake, and it is a configuration error (exit 2).
-    let storage = crate::storage::open(&cfg.storage).await;
+    let storage = super::open_storage(&cfg.store).await;
     storage
         .probe_credentials()
         .await
         .map_err(|e| JobError::storage(Stage::Upload, e))?;
-    let server = pg::server_info(&cfg.database).await?;
+    let server = pg::server_info(&cfg.dump.database).await?;
     println!(
         "database    ok ({} at {}, PostgreSQL {})",
-        cfg.database.name(),
-        pg::host_label(cfg.database.url_without_password()),
+        cfg.dump.database.name(),
+        pg::host_label(cfg.dump.database.url_without_password()),
         server.version
     );
-    let tools = pg::find_tools(server.major(), cfg.pg_bin_dir.as_deref()).await?;
+    let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
     println!(
         "pg_dump     ok ({} in {})",
         tools.version_line,
@@ -39,7 +39,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // A name outside the backup shape, so retention never counts it.
     let key = format!(
         "{}.pgbackup-check-{:016x}",
-        cfg.prefix,
+        cfg.store.prefix,
         rand::random::<u64>()
     );
     let meta = ObjectMeta {
@@ -74,7 +74,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn storage_label(cfg: &Config) -> String {
-    match &cfg.storage {
+    match &cfg.store.backend {
         crate::config::StorageConfig::S3 {
             bucket, endpoint, ..
         } => {

@@ -1,6 +1,7 @@
 //! `pgbackup list [--json]`: the backups in storage, newest first.
 
 use crate::catalog;
+use crate::config::StoreConfig;
 use crate::error::Stage;
 
 #[derive(clap::Args, Debug)]
@@ -11,9 +12,9 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let (cfg, _) = super::load_storage_config()?;
-    let storage = crate::storage::open(&cfg.storage).await;
-    let backups = catalog::list(storage.as_ref(), &cfg.prefix, Stage::Verify)
+    let store = StoreConfig::from_env()?;
+    let storage = super::open_storage(&store).await;
+    let backups = catalog::list(storage.as_ref(), &store.prefix, Stage::Verify)
         .await
         .map_err(|e| anyhow::anyhow!("list failed: {}", e.message))?;
     if a.json {
@@ -35,7 +36,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if backups.is_empty() {
         eprintln!(
             "no backups under {:?} in {}",
-            cfg.prefix,
+            store.prefix,
             storage.describe()
         );
         return Ok(());

@@ -12,8 +12,11 @@ mod verify;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use crate::config::{Config, RetentionSettings, StoreConfig, Vars};
 use crate::error::ConfigError;
+use crate::storage::ObjectStore;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -56,7 +59,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => run::run(load_config()?).await,
         Command::Backup => backup::run(load_config()?).await,
         Command::Check => check::run(load_config()?).await,
-        Command::Prune { dry_run } => prune::run(load_config()?, dry_run).await,
+        Command::Prune { dry_run } => {
+            let vars = Vars::from_env()?;
+            let store = StoreConfig::read(&vars)?;
+            prune::run(&store, &RetentionSettings::read(&vars)?, dry_run).await
+        }
         Command::List(a) => list::run(a).await,
         Command::Restore(a) => restore::run(a).await,
         Command::Verify(a) => verify::run(a).await,
@@ -68,22 +75,11 @@ fn load_config() -> Result<Config, ConfigError> {
     Config::from_env()
 }
 
-/// For commands that need storage but not the backed-up database (list,
-/// restore, verify, presign): restoring after the server is lost must not
-/// need its URL. Without one, validation gets a placeholder that nothing
-/// connects to; the bool says whether a real database is configured.
-fn load_storage_config() -> Result<(Config, bool), ConfigError> {
-    let mut vars: Vec<(String, String)> = std::env::vars().collect();
-    let has_db = vars
-        .iter()
-        .any(|(k, v)| (k == "BACKUP_DATABASE_URL" || k == "POSTGRES_HOST") && !v.trim().is_empty());
-    if !has_db {
-        vars.push((
-            "BACKUP_DATABASE_URL".into(),
-            "postgres://unset@unset.invalid/unset".into(),
-        ));
-    }
-    Ok((Config::from_vars(vars)?, has_db))
+/// Storage from its own settings: the commands that only read or delete
+/// backups (list, prune, restore, verify, presign) need no database, so that
+/// restoring after the server is lost does not need its URL.
+async fn open_storage(store: &StoreConfig) -> Arc<dyn ObjectStore> {
+    crate::storage::open(&store.backend).await
 }
 
 /// The one line printed for a failed command: the chain of contexts down

@@ -2,6 +2,7 @@
 //! with any HTTP client (local storage: the file's path).
 
 use crate::catalog;
+use crate::config::StoreConfig;
 use crate::error::{ConfigError, Stage};
 use crate::presign;
 
@@ -16,13 +17,13 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let (cfg, _) = super::load_storage_config()?;
-    let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
+    let store = StoreConfig::from_env()?;
+    let wanted = catalog::wanted(&store.prefix, &a.name)?;
     let expires =
         presign::parse_expiry(&a.expires).map_err(|m| ConfigError::new("--expires", m))?;
-    let storage = crate::storage::open(&cfg.storage).await;
+    let storage = super::open_storage(&store).await;
     let failed = |e: crate::error::JobError| anyhow::anyhow!("presign failed: {}", e.message);
-    let backup = catalog::resolve(storage.as_ref(), &cfg.prefix, &wanted, Stage::Restore)
+    let backup = catalog::resolve(storage.as_ref(), &store.prefix, &wanted, Stage::Restore)
         .await
         .map_err(failed)?;
     let url = presign::presign(storage.as_ref(), &backup.key, expires)

@@ -3,18 +3,21 @@
 
 use chrono::Utc;
 
-use crate::config::Config;
+use crate::config::{RetentionSettings, StoreConfig};
 use crate::naming;
 use crate::pg::human_bytes;
 use crate::retention;
 
-pub async fn run(cfg: Config, dry_run: bool) -> anyhow::Result<()> {
-    let storage = crate::storage::open(&cfg.storage).await;
+pub async fn run(
+    store: &StoreConfig,
+    settings: &RetentionSettings,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let storage = super::open_storage(store).await;
     let now = Utc::now();
-    let report =
-        retention::apply(storage.as_ref(), &cfg.prefix, &cfg.retention, now, dry_run).await?;
+    let report = retention::apply(storage.as_ref(), &store.prefix, settings, now, dry_run).await?;
     let age = |key: &str| {
-        naming::parse(&cfg.prefix, key)
+        naming::parse(&store.prefix, key)
             .map(|p| match (now - p.time).num_days() {
                 1 => "1 day old".to_string(),
                 d => format!("{d} days old"),

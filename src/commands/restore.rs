@@ -1,7 +1,7 @@
 //! `pgbackup restore <NAME|latest> --target-url URL [--clean] [--jobs N]`.
 
 use crate::catalog;
-use crate::config::{Database, Format};
+use crate::config::{Database, DumpConfig, Format, StoreConfig, Vars};
 use crate::error::{ConfigError, Stage};
 use crate::restore::{self, RestoreOptions};
 
@@ -25,11 +25,13 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let (cfg, _) = super::load_storage_config()?;
-    let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
+    let vars = Vars::from_env()?;
+    let store = StoreConfig::read(&vars)?;
+    let pg_bin_dir = DumpConfig::read_pg_bin_dir(&vars)?;
+    let wanted = catalog::wanted(&store.prefix, &a.name)?;
     let target = target_database(&a.target_url, std::env::var("PGPASSWORD").ok())?;
-    let storage = crate::storage::open(&cfg.storage).await;
-    let backup = catalog::resolve(storage.as_ref(), &cfg.prefix, &wanted, Stage::Restore).await?;
+    let storage = super::open_storage(&store).await;
+    let backup = catalog::resolve(storage.as_ref(), &store.prefix, &wanted, Stage::Restore).await?;
     if a.jobs.unwrap_or(1) > 1 && backup.format != Format::Custom {
         return Err(ConfigError::new(
             "--jobs",
@@ -50,7 +52,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         super::shutdown_signal().await;
         on_signal.cancel();
     });
-    let r = restore::restore(&cfg, storage.as_ref(), &backup, &target, &opts).await?;
+    let r = restore::restore(
+        pg_bin_dir.as_deref(),
+        storage.as_ref(),
+        &backup,
+        &target,
+        &opts,
+    )
+    .await?;
     tracing::info!(
         object = %r.key,
         database = %r.database,

@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::daemon;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    if cfg.single_shot {
+    if cfg.schedule.single_shot {
         return super::backup::run(cfg).await;
     }
     daemon::run(cfg, super::shutdown_signal()).await

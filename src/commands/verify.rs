@@ -1,7 +1,8 @@
 //! `pgbackup verify <NAME|latest> [--restore]`.
 
 use crate::catalog;
-use crate::error::{ConfigError, Stage};
+use crate::config::{DrillConfig, DumpConfig, StoreConfig, Vars};
+use crate::error::Stage;
 use crate::verify;
 use tokio_util::sync::CancellationToken;
 
@@ -18,24 +19,20 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let (cfg, has_db) = super::load_storage_config()?;
-    let wanted = catalog::wanted(&cfg.prefix, &a.name)?;
-    if a.restore && !has_db && cfg.verify_database.is_none() {
-        return Err(ConfigError::new(
-            "BACKUP_DATABASE_URL",
-            "not set: verify --restore creates its scratch database on that server (or set BACKUP_VERIFY_DATABASE_URL)",
-        )
-        .into());
-    }
-    let storage = crate::storage::open(&cfg.storage).await;
+    let vars = Vars::from_env()?;
+    let store = StoreConfig::read(&vars)?;
+    let wanted = catalog::wanted(&store.prefix, &a.name)?;
+    // The drill's settings, checked before anything is fetched.
+    let drill = a.restore.then(|| DrillConfig::read(&vars)).transpose()?;
+    let storage = super::open_storage(&store).await;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         super::shutdown_signal().await;
         on_signal.cancel();
     });
-    if a.restore {
-        let r = verify::drill_until(&cfg, storage.as_ref(), &a.name, &cancel).await?;
+    if let Some(drill) = drill {
+        let r = verify::drill_until(&drill, storage.as_ref(), &a.name, &cancel).await?;
         tracing::info!(
             object = %r.key,
             scratch = %r.scratch,
@@ -63,9 +60,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let backup = catalog::resolve(storage.as_ref(), &cfg.prefix, &wanted, Stage::Verify).await?;
+    let pg_bin_dir = DumpConfig::read_pg_bin_dir(&vars)?;
+    let backup = catalog::resolve(storage.as_ref(), &store.prefix, &wanted, Stage::Verify).await?;
     let r = tokio::select! {
-        r = verify::verify(&cfg, storage.as_ref(), &backup) => r?,
+        r = verify::verify(pg_bin_dir.as_deref(), storage.as_ref(), &backup) => r?,
         _ = cancel.cancelled() => return Err(crate::restore::stopped(Stage::Verify).into()),
     };
     println!(

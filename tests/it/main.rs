@@ -5,6 +5,7 @@ mod harness;
 
 mod backup;
 mod bundle;
+mod config_cli;
 mod daemon;
 mod faults;
 pub mod notify;
