@@ -317,38 +317,10 @@ fn spawn_logged(cmd: &mut Command, dir: &Path, log: &str) -> Guard {
     Guard::spawn(cmd)
 }
 
-/// GET with a body that may come chunked (Prometheus chunks the larger
-/// answers; the harness's client returns the raw body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let (code, head, body) = http("GET", addr, path);
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return (code, body);
-    }
-    // Sizes count bytes: decode on bytes, not on chars.
-    let (mut out, mut rest) = (Vec::new(), body.as_bytes());
-    loop {
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let line = String::from_utf8_lossy(&rest[..eol]);
-        let size =
-            usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).expect("chunk size");
-        if size == 0 {
-            return (code, String::from_utf8_lossy(&out).into_owned());
-        }
-        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
-        rest = &rest[eol + 2 + size + 2..];
-    }
-}
-
 /// An instant query; the result of a successful evaluation.
 fn query(prom: &str, expr: &str) -> Vec<Value> {
     let q = utf8_percent_encode(expr, NON_ALPHANUMERIC);
-    let (code, body) = get(prom, &format!("/api/v1/query?query={q}"));
+    let (code, body) = http_get(prom, &format!("/api/v1/query?query={q}"));
     assert_eq!(code, 200, "query {expr}: {body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "success", "query {expr}: {body}");
@@ -365,7 +337,7 @@ fn sample_value(sample: &Value) -> f64 {
 
 /// Prometheus's alerts in `state` (pending, firing) named `name`.
 fn prom_alerts(prom: &str, name: &str, state: &str) -> Vec<Value> {
-    let (code, body) = get(prom, "/api/v1/alerts");
+    let (code, body) = http_get(prom, "/api/v1/alerts");
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     v["data"]["alerts"]
@@ -555,7 +527,7 @@ fn the_bundle_alerts_into_slack_and_every_dashboard_query_has_data() {
     });
 
     // Prometheus loaded every rule of the bundle, with the shortened `for`.
-    let (_, body) = get(&prom_addr, "/api/v1/rules?type=alert");
+    let (_, body) = http_get(&prom_addr, "/api/v1/rules?type=alert");
     let rules: Value = serde_json::from_str(&body).unwrap();
     let mut loaded: Vec<(String, f64)> = rules["data"]["groups"]
         .as_array()
@@ -834,7 +806,7 @@ fn the_bundle_alerts_into_slack_and_every_dashboard_query_has_data() {
         .and_then(|r| r.strip_suffix(')'))
         .and_then(|r| r.rsplit_once(','))
         .unwrap_or_else(|| panic!("unexpected variable query {q}"));
-    let (code, body) = get(
+    let (code, body) = http_get(
         &prom_addr,
         &format!(
             "/api/v1/label/{}/values?match[]={}",

@@ -1,30 +1,59 @@
 //! HTTP for the daemon tests: a client, waiting for a server, metrics text.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::process::wait_until;
+use super::rt;
 
-/// A minimal HTTP/1.1 client (Connection: close): status, headers, body.
+/// One client for every request: no pooling (each request on a connection
+/// of its own, closed after the answer), no redirects followed, no proxy from
+/// the environment, a 10 s read timeout.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .read_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    })
+}
+
+/// One request to a full URL: status, the head as text (status line, then
+/// `name: value` lines with lower-case names), and the body (decoded from
+/// chunked transfer if it came so).
+pub fn http_url(method: &str, url: &str) -> (u16, String, Vec<u8>) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    rt().block_on(async {
+        let resp = client()
+            .request(method.clone(), url)
+            .header(reqwest::header::CONNECTION, "close")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status();
+        let mut head = format!("{:?} {status}", resp.version());
+        for (name, value) in resp.headers() {
+            head.push_str(&format!(
+                "\r\n{name}: {}",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+        (status.as_u16(), head, body.to_vec())
+    })
+}
+
+/// An HTTP/1.1 request to `addr`: status, head, body as text.
 pub fn http(method: &str, addr: &str, path: &str) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    let (status, head, body) = http_url(method, &format!("http://{addr}{path}"));
+    (status, head, String::from_utf8_lossy(&body).into_owned())
 }
 
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
