@@ -902,6 +902,7 @@ fn a_signal_stops_restores_and_drills_and_cleans_up() {
                 assert!(err.read_line(&mut log).unwrap() > 0, "{what}: {log}");
             }
             std::thread::sleep(std::time::Duration::from_millis(700));
+            // SAFETY: kill(2) takes only integers; the child is not waited for yet: its pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let mut rest = String::new();
             std::io::Read::read_to_string(&mut err, &mut rest).unwrap();

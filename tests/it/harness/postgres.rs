@@ -27,15 +27,18 @@ pub fn pg() -> &'static Postgres {
 }
 
 fn postgres_ids() -> Option<(u32, u32)> {
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return None;
     }
     let name = std::ffi::CString::new("postgres").unwrap();
+    // SAFETY: `name` is a NUL-terminated C string that outlives the call.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     assert!(
         !pw.is_null(),
         "running as root but there is no `postgres` user: apt-get install postgresql-15"
     );
+    // SAFETY: `pw` is non-null (asserted), getpwnam's entry; read at once.
     Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
 }
 
@@ -129,6 +132,7 @@ impl Postgres {
 
     /// Immediate shutdown (SIGQUIT), as a crash or `pg_ctl -m immediate` would.
     pub fn kill_server(&self) {
+        // SAFETY: kill(2) takes only integers; the server is not reaped yet, so the pid is its own.
         unsafe { libc::kill(self.pid as i32, libc::SIGQUIT) };
         wait_until("PostgreSQL to stop", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() && reap(self.pid)

@@ -25,6 +25,7 @@ static CLEANUP: Mutex<Cleanup> = Mutex::new(Cleanup {
 extern "C" fn cleanup_at_exit() {
     let Ok(mut c) = CLEANUP.lock() else { return };
     for (child, sig) in c.children.iter_mut() {
+        // SAFETY: kill(2) takes only integers; the child is not reaped yet, so its pid is its own.
         unsafe { libc::kill(child.id() as i32, *sig) };
     }
     for (child, _) in c.children.iter_mut() {
@@ -46,6 +47,7 @@ extern "C" fn cleanup_at_exit() {
 fn init_cleanup() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
+        // SAFETY: registers a plain `extern "C" fn()` that lives as long as the program.
         unsafe { libc::atexit(cleanup_at_exit) };
         sweep_stale_dirs();
     });
@@ -64,6 +66,7 @@ fn sweep_stale_dirs() {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
+        // SAFETY: kill(2) with signal 0 only checks that the pid exists; no memory is involved.
         if unsafe { libc::kill(pid, 0) } != 0 {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -94,6 +97,7 @@ pub(super) fn spawn_service(mut cmd: Command, stop_signal: i32) -> u32 {
         let (tx, rx) = mpsc::channel::<SpawnReq>();
         std::thread::spawn(move || {
             for (mut cmd, reply) in rx {
+                // SAFETY: between fork and exec the hook only calls prctl(2), async-signal-safe.
                 unsafe {
                     cmd.pre_exec(|| {
                         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -163,6 +167,7 @@ impl Guard {
         self.0.as_ref().unwrap().id() as i32
     }
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) takes only integers; no memory is shared with the callee.
         unsafe { libc::kill(self.pid(), sig) };
     }
     /// Waits for exit; returns the code, or None on timeout.
