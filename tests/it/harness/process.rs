@@ -90,7 +90,7 @@ type SpawnReq = (Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns a long-lived service that dies with this process; `stop_signal`
 /// is what the atexit hook sends for a clean stop.
-pub(super) fn spawn_service(mut cmd: Command, stop_signal: i32) -> u32 {
+pub fn spawn_service(mut cmd: Command, stop_signal: i32) -> u32 {
     init_cleanup();
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnReq>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
