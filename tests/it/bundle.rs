@@ -498,6 +498,19 @@ struct Bundle {
     slack_failed_while_healthy: usize,
 }
 
+/// Waits until every scrape target is the one started here, and up.
+fn every_target_up(logs: &Logs, prom_addr: &str) {
+    logs.wait(
+        "Prometheus to scrape pgbackup, itself and Alertmanager",
+        Duration::from_secs(30),
+        || {
+            ["backup", "prometheus", "alertmanager"]
+                .iter()
+                .all(|job| query(prom_addr, &format!("up{{job=\"{job}\"}} == 1")).len() == 1)
+        },
+    );
+}
+
 /// The alerts that must be quiet while backups work. (Firing only: a
 /// scrape slowed by a busy machine may briefly make BackupExporterDown
 /// pending, which is what its `for` is there for.)
@@ -647,6 +660,10 @@ impl Bundle {
         logs.wait("Prometheus to be ready", Duration::from_secs(30), || {
             ready(&prom_addr)
         });
+
+        // Every scrape target up before anything happens, so Prometheus sees
+        // it happen (and the exporter is not absent).
+        every_target_up(&logs, &prom_addr);
 
         // ---- a healthy daemon: backups, a retention deletion, deliveries --
         let metrics = || http_get(&daemon_addr, "/metrics").1;
@@ -854,15 +871,7 @@ fn prometheus_loads_every_rule_with_shortened_durations() {
 #[test]
 fn every_scrape_target_is_the_one_started_here_and_up() {
     let b = bundle();
-    b.logs.wait(
-        "Prometheus to scrape pgbackup, itself and Alertmanager",
-        Duration::from_secs(30),
-        || {
-            ["backup", "prometheus", "alertmanager"]
-                .iter()
-                .all(|job| query(&b.prom_addr, &format!("up{{job=\"{job}\"}} == 1")).len() == 1)
-        },
-    );
+    every_target_up(&b.logs, &b.prom_addr);
 }
 
 #[test]
