@@ -367,6 +367,8 @@ fn local_storage_running_out_of_space() {
     ]);
     // A 1 MiB file size limit stands in for a full disk: writes fail with EFBIG.
     let mut cmd = pgbackup_cmd(&["backup"], &env);
+    // SAFETY: between fork and exec the hook only calls signal(2) and setrlimit(2), both
+    // async-signal-safe, on a stack-local rlimit.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(|| {

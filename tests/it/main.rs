@@ -1,5 +1,5 @@
 //! Integration tests against real PostgreSQL and a real S3 store (Garage).
-//! See harness.rs for how the services are started and cleaned up.
+//! See harness/mod.rs for how the services are started and cleaned up.
 
 mod harness;
 

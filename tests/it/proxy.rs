@@ -134,6 +134,7 @@ fn reset(s: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: `s` keeps the fd open; `linger` is a valid libc::linger of the size passed.
     unsafe {
         libc::setsockopt(
             s.as_raw_fd(),

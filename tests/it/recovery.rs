@@ -239,6 +239,7 @@ fn disk_full_then_the_next_scheduled_backup_succeeds() {
             rlim_cur: cur,
             rlim_max: libc::RLIM_INFINITY,
         };
+        // SAFETY: `lim` is a valid rlimit for the call; a null old-limit pointer is allowed.
         let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
         assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     };
@@ -251,6 +252,8 @@ fn disk_full_then_the_next_scheduled_backup_succeeds() {
         secrets: vec![],
     }
     .run(
+        // SAFETY: between fork and exec the hook only calls signal(2) and prlimit(2), both
+        // async-signal-safe (set_limit formats a message only when prlimit fails).
         |cmd| unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(move || {

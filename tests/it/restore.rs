@@ -548,23 +548,9 @@ fn list_json_is_newest_first_and_latest_resolves_everywhere() {
     assert_eq!(run.code, 0, "{}", run.all());
 }
 
-/// GET over a plain TCP socket: no S3 client, no credentials.
+/// GET with a plain HTTP client: no S3 client, no credentials.
 fn http_get(url: &str) -> (u16, String, Vec<u8>) {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).unwrap();
-    let split = find(&resp, b"\r\n\r\n").expect("headers end");
-    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head, resp[split + 4..].to_vec())
+    http_url("GET", url)
 }
 
 #[test]
@@ -920,6 +906,7 @@ fn a_signal_stops_restores_and_drills_and_cleans_up() {
                 assert!(err.read_line(&mut log).unwrap() > 0, "{what}: {log}");
             }
             std::thread::sleep(std::time::Duration::from_millis(700));
+            // SAFETY: kill(2) takes only integers; the child is not waited for yet: its pid.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let mut rest = String::new();
             std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
