@@ -1,22 +1,34 @@
 //! `pgbackup run`: the schedule loop, the HTTP server, and what happens
-//! after each backup (metrics, health status, log line).
+//! after each backup (metrics, health status, log line, retention,
+//! notifications).
 //!
-//! The next firing is computed from the wall clock each time, so a clock
-//! jump or a suspended machine gives one catch-up run, never a burst. Two
-//! backups never overlap: a firing while one runs is skipped, logged and
-//! counted. Shutdown is a parameter (a future), as in mini-redis: `main`
-//! passes SIGTERM/SIGINT, tests pass anything.
+//! The HTTP server listens first; the start-up probes (pg_dump's version,
+//! the backups already stored) run behind it, and `/health` says
+//! `starting` until they end. The next firing is computed from the wall
+//! clock each time, so a clock jump or a suspended machine gives one
+//! catch-up run, never a burst. Two backups never overlap: a firing while
+//! one runs is skipped, logged and counted. Retention passes and
+//! notifications are tracked tasks: passes run one at a time, and shutdown
+//! waits for them within its budget. Shutdown is a parameter (a future), as
+//! in mini-redis: `main` passes SIGTERM/SIGINT, tests pass anything.
+//!
+//! The time comes from a [`Clock`] and the work from a [`Runner`], so the
+//! rules here are unit-tested in paused time against the memory store.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::error::{JobError, Stage};
 use crate::http::{self, AppState, LastError, Status};
 use crate::job::{self, Outcome};
 use crate::metrics::Metrics;
@@ -26,190 +38,327 @@ use crate::verify::{self, DrillReport};
 use crate::{naming, pg, retention, schedule};
 
 /// When a drill started, and how it ended.
-type DrillResult = (DateTime<Utc>, Result<DrillReport, crate::error::JobError>);
+type DrillResult = (DateTime<Utc>, Result<DrillReport, JobError>);
 
 /// Longest sleep between looks at the wall clock.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-/// How long an in-flight backup gets to stop cleanly at shutdown; `docker
-/// stop` allows 10 s before SIGKILL.
+/// How long an in-flight backup gets to stop cleanly at shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(8);
+/// All of shutdown, retention and notifications included: `docker stop`
+/// allows 10 s before SIGKILL.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9500);
+/// The start-up probe of the database and pg_dump.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The work the daemon schedules. The real one runs pg_dump and drills;
+/// tests pass one that writes to the memory store.
+#[async_trait]
+pub trait Runner: Send + Sync + 'static {
+    /// One backup to its end (or until `cancel`).
+    async fn backup(&self, cancel: CancellationToken) -> Outcome;
+    /// One restore drill of the newest backup.
+    async fn drill(&self, cancel: CancellationToken) -> Result<DrillReport, JobError>;
+    /// pg_dump's version for `backup_build_info` ("unknown" if not found).
+    async fn pg_dump_version(&self) -> String;
+}
+
+/// pg_dump, the store and a scratch database: what `pgbackup run` does.
+pub struct JobRunner {
+    cfg: Arc<Config>,
+    store: Arc<dyn ObjectStore>,
+}
+
+#[async_trait]
+impl Runner for JobRunner {
+    async fn backup(&self, cancel: CancellationToken) -> Outcome {
+        job::run(
+            &self.cfg,
+            self.store.as_ref(),
+            &cancel,
+            job::Priority::Background,
+        )
+        .await
+    }
+
+    async fn drill(&self, cancel: CancellationToken) -> Result<DrillReport, JobError> {
+        verify::drill_until(&self.cfg.drill(), self.store.as_ref(), "latest", &cancel).await
+    }
+
+    async fn pg_dump_version(&self) -> String {
+        let cfg = &self.cfg;
+        let probe = async {
+            let server = pg::server_info(&cfg.dump.database).await?;
+            let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
+            Ok::<_, JobError>(tools.version_line)
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(line)) => line
+                .split(')')
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .unwrap_or("unknown")
+                .to_string(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot determine the pg_dump version at start-up");
+                "unknown".into()
+            }
+            Err(_) => "unknown".into(),
+        }
+    }
+}
 
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let storage = crate::storage::open(&cfg.store.backend).await;
     let listener = std::net::TcpListener::bind(cfg.daemon.listen).with_context(|| {
         format!(
             "cannot listen on BACKUP_LISTEN_ADDRESS {}",
             cfg.daemon.listen
         )
     })?;
-
-    let metrics = Metrics::new(cfg.dump.database.name(), &pg_dump_version(&cfg).await);
-    let state = Arc::new(AppState {
-        database: cfg.dump.database.name().to_string(),
-        metrics: metrics.clone(),
-        status: Mutex::new(Status::default()),
-        max_age: cfg.daemon.max_age,
-        started: Utc::now(),
-    });
-    seed_from_storage(&cfg, storage.as_ref(), &state).await;
-
-    let notifications = Notifications::from_config(&cfg);
-    let after = After {
+    let store = crate::storage::open(&cfg.store.backend).await;
+    let runner = Arc::new(JobRunner {
         cfg: cfg.clone(),
-        storage: storage.clone(),
-        metrics: metrics.clone(),
-        state: state.clone(),
-        notifications,
-    };
-
-    let stop = CancellationToken::new();
-    let server = http::spawn(listener, state.clone(), stop.clone())
+        store: store.clone(),
+    });
+    let daemon = Daemon::new(
+        cfg.clone(),
+        Arc::new(SystemClock),
+        store,
+        runner,
+        Notifications::from_config(&cfg),
+    );
+    let stop_http = CancellationToken::new();
+    let server = http::spawn(listener, daemon.state.clone(), stop_http.clone())
         .context("cannot start the HTTP server")?;
     tracing::info!(
         listen = %cfg.daemon.listen,
         schedule = %cfg.schedule.cron,
-        storage = %storage.describe(),
+        storage = %daemon.store.describe(),
         database = %cfg.dump.database.name(),
         "pgbackup daemon started"
     );
-
-    let mut running: Option<JoinHandle<Outcome>> = None;
-    if cfg.schedule.run_on_startup {
-        running = Some(start_job(&cfg, &storage, &metrics, &state, &stop));
-    }
-    let mut next = schedule::next_after(cfg.schedule.cron.schedule(), Utc::now());
-    publish_next(&metrics, &state, next);
-    // Restore drills on their own schedule (off unless configured).
-    let drill_sched = cfg.schedule.verify_cron.as_ref().map(|c| c.schedule());
-    let mut next_drill = drill_sched.and_then(|s| schedule::next_after(s, Utc::now()));
-    let mut drill: Option<JoinHandle<DrillResult>> = None;
-    tokio::pin!(shutdown);
-
-    loop {
-        let now = Utc::now();
-        let nap = schedule::sleep_before(next, now, MAX_SLEEP)
-            .min(schedule::sleep_before(next_drill, now, MAX_SLEEP));
-        tokio::select! {
-            _ = tokio::time::sleep(nap) => {
-                let now = Utc::now();
-                if schedule::is_due(next_drill, now) {
-                    if drill.is_some() {
-                        tracing::warn!("scheduled restore drill skipped: the previous one is still running");
-                    } else {
-                        drill = Some(start_drill(&cfg, &storage, &stop));
-                    }
-                    next_drill = drill_sched.and_then(|s| schedule::next_after(s, now));
-                }
-                if schedule::is_due(next, now) {
-                    if running.is_some() {
-                        metrics.count_skipped();
-                        tracing::warn!(database = %cfg.dump.database.name(), "scheduled run skipped: the previous backup is still running");
-                    } else {
-                        running = Some(start_job(&cfg, &storage, &metrics, &state, &stop));
-                    }
-                    next = schedule::next_after(cfg.schedule.cron.schedule(), now);
-                    publish_next(&metrics, &state, next);
-                }
-            }
-            res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
-                running = None;
-                match res {
-                    Ok(outcome) => after.job(outcome, next),
-                    Err(e) => tracing::error!(error = %e, "backup task panicked"),
-                }
-            }
-            res = async { drill.as_mut().expect("guarded").await }, if drill.is_some() => {
-                drill = None;
-                match res {
-                    Ok((started, result)) => after.drill(started, result, next),
-                    Err(e) => tracing::error!(error = %e, "drill task panicked"),
-                }
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-
-    tracing::info!("shutting down");
-    stop.cancel();
-    if let Some(job) = running {
-        match tokio::time::timeout(STOP_GRACE, job).await {
-            Ok(Ok(outcome)) => after.job(outcome, None),
-            Ok(Err(e)) => tracing::error!(error = %e, "backup task panicked"),
-            Err(_) => tracing::error!("the running backup did not stop within {STOP_GRACE:?}"),
-        }
-    }
-    if let Some(d) = drill {
-        // drill_until drops its scratch database when cancelled.
-        let _ = tokio::time::timeout(STOP_GRACE, d).await;
-    }
+    daemon.serve(shutdown).await;
+    stop_http.cancel();
     let _ = server.await;
     Ok(())
 }
 
-fn start_drill(
-    cfg: &Arc<Config>,
-    storage: &Arc<dyn ObjectStore>,
-    stop: &CancellationToken,
-) -> JoinHandle<DrillResult> {
-    let (cfg, storage, cancel) = (cfg.clone(), storage.clone(), stop.child_token());
-    tokio::spawn(async move {
-        let started = Utc::now();
-        tracing::info!(database = %cfg.dump.database.name(), "restore drill started");
-        (
-            started,
-            verify::drill_until(&cfg.drill(), storage.as_ref(), "latest", &cancel).await,
-        )
-    })
-}
-
-fn start_job(
-    cfg: &Arc<Config>,
-    storage: &Arc<dyn ObjectStore>,
-    metrics: &Metrics,
-    state: &Arc<AppState>,
-    stop: &CancellationToken,
-) -> JoinHandle<Outcome> {
-    let (cfg, storage, metrics, state) =
-        (cfg.clone(), storage.clone(), metrics.clone(), state.clone());
-    let cancel = stop.child_token();
-    metrics.set_in_progress(true);
-    state.status.lock().expect("status").in_progress = true;
-    tokio::spawn(async move {
-        tracing::info!(database = %cfg.dump.database.name(), "backup started");
-        job::run(&cfg, storage.as_ref(), &cancel, job::Priority::Background).await
-    })
-}
-
-/// What happens after each attempt. Retention and notifications run on
-/// their own tasks: they never delay the schedule.
-struct After {
+/// The daemon's state and what it needs; [`Daemon::serve`] is its life.
+pub struct Daemon {
     cfg: Arc<Config>,
-    storage: Arc<dyn ObjectStore>,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn ObjectStore>,
+    runner: Arc<dyn Runner>,
     metrics: Metrics,
     state: Arc<AppState>,
     notifications: Notifications,
+    /// Retention passes and notification deliveries.
+    tasks: TaskTracker,
+    /// Held by each retention pass: passes queue, never overlap.
+    retention_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl After {
-    fn job(&self, o: Outcome, next: Option<DateTime<Utc>>) {
+impl Daemon {
+    pub fn new(
+        cfg: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn ObjectStore>,
+        runner: Arc<dyn Runner>,
+        notifications: Notifications,
+    ) -> Daemon {
+        let metrics = Metrics::new(cfg.dump.database.name(), "unknown");
+        let state = Arc::new(AppState {
+            database: cfg.dump.database.name().to_string(),
+            metrics: metrics.clone(),
+            status: Mutex::new(Status {
+                starting: true,
+                ..Status::default()
+            }),
+            max_age: cfg.daemon.max_age,
+            started: clock.now(),
+            clock: clock.clone(),
+        });
+        Daemon {
+            cfg,
+            clock,
+            store,
+            runner,
+            metrics,
+            state,
+            notifications,
+            tasks: TaskTracker::new(),
+            retention_turn: Arc::default(),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Start-up probes, then the schedule until `shutdown`, then a stop
+    /// within [`SHUTDOWN_BUDGET`].
+    pub async fn serve(&self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = self.start_up() => {}
+            _ = &mut shutdown => {
+                tracing::info!("shutting down during start-up");
+                return;
+            }
+        }
+        let deadline = self.schedule(shutdown).await;
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "retention or notifications still running at the end of the shutdown budget"
+            );
+        }
+    }
+
+    async fn start_up(&self) {
+        let version = self.runner.pg_dump_version().await;
+        self.metrics.set_pg_dump_version(&version);
+        self.seed_from_storage().await;
+        self.state.status.lock().expect("status").starting = false;
+    }
+
+    /// The schedule loop; returns the deadline by which shutdown must end.
+    async fn schedule(&self, shutdown: impl Future<Output = ()>) -> tokio::time::Instant {
+        let cfg = &self.cfg;
+        let stop = CancellationToken::new();
+        let mut running: Option<JoinHandle<Outcome>> = None;
+        if cfg.schedule.run_on_startup {
+            running = Some(self.start_job(&stop));
+        }
+        let sched = cfg.schedule.cron.schedule();
+        let mut next = schedule::next_after(sched, self.clock.now());
+        self.publish_next(next);
+        // Restore drills on their own schedule (off unless configured).
+        let drill_sched = cfg.schedule.verify_cron.as_ref().map(|c| c.schedule());
+        let mut next_drill = drill_sched.and_then(|s| schedule::next_after(s, self.clock.now()));
+        let mut drill: Option<JoinHandle<DrillResult>> = None;
+        tokio::pin!(shutdown);
+
+        loop {
+            let now = self.clock.now();
+            let nap = schedule::sleep_before(next, now, MAX_SLEEP)
+                .min(schedule::sleep_before(next_drill, now, MAX_SLEEP));
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {
+                    let now = self.clock.now();
+                    if schedule::is_due(next_drill, now) {
+                        if drill.is_some() {
+                            tracing::warn!("scheduled restore drill skipped: the previous one is still running");
+                        } else {
+                            drill = Some(self.start_drill(&stop));
+                        }
+                        next_drill = drill_sched.and_then(|s| schedule::next_after(s, now));
+                    }
+                    if schedule::is_due(next, now) {
+                        if running.is_some() {
+                            self.metrics.count_skipped();
+                            tracing::warn!(database = %cfg.dump.database.name(), "scheduled run skipped: the previous backup is still running");
+                        } else {
+                            running = Some(self.start_job(&stop));
+                        }
+                        next = schedule::next_after(sched, now);
+                        self.publish_next(next);
+                    }
+                }
+                res = async { running.as_mut().expect("guarded").await }, if running.is_some() => {
+                    running = None;
+                    match res {
+                        Ok(outcome) => self.after_job(outcome, next),
+                        Err(e) => tracing::error!(error = %e, "backup task panicked"),
+                    }
+                }
+                res = async { drill.as_mut().expect("guarded").await }, if drill.is_some() => {
+                    drill = None;
+                    match res {
+                        Ok((started, result)) => self.after_drill(started, result, next),
+                        Err(e) => tracing::error!(error = %e, "drill task panicked"),
+                    }
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+
+        tracing::info!("shutting down");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+        stop.cancel();
+        if let Some(job) = running {
+            match tokio::time::timeout(STOP_GRACE, job).await {
+                Ok(Ok(outcome)) => self.after_job(outcome, None),
+                Ok(Err(e)) => tracing::error!(error = %e, "backup task panicked"),
+                Err(_) => tracing::error!("the running backup did not stop within {STOP_GRACE:?}"),
+            }
+        }
+        if let Some(d) = drill {
+            // drill_until drops its scratch database when cancelled.
+            let _ = tokio::time::timeout_at(deadline, d).await;
+        }
+        deadline
+    }
+
+    fn start_drill(&self, stop: &CancellationToken) -> JoinHandle<DrillResult> {
+        let (runner, cancel, clock) = (self.runner.clone(), stop.child_token(), self.clock.clone());
+        let db = self.cfg.dump.database.name().to_string();
+        tokio::spawn(async move {
+            let started = clock.now();
+            tracing::info!(database = %db, "restore drill started");
+            (started, runner.drill(cancel).await)
+        })
+    }
+
+    fn start_job(&self, stop: &CancellationToken) -> JoinHandle<Outcome> {
+        let (runner, cancel) = (self.runner.clone(), stop.child_token());
+        self.metrics.set_in_progress(true);
+        self.state.status.lock().expect("status").in_progress = true;
+        let db = self.cfg.dump.database.name().to_string();
+        tokio::spawn(async move {
+            tracing::info!(database = %db, "backup started");
+            runner.backup(cancel).await
+        })
+    }
+
+    /// After each attempt: record it, then retention (after a success) and
+    /// notifications as tracked tasks that never delay the schedule.
+    fn after_job(&self, o: Outcome, next: Option<DateTime<Utc>>) {
         let previous_ok = self.state.status.lock().expect("status").last_attempt_ok;
         record(&o, &self.metrics, &self.state, next);
         if let Ok(report) = &o.result {
-            let (cfg, storage, metrics, report) = (
+            let (cfg, store, metrics, key, turn, clock) = (
                 self.cfg.clone(),
-                self.storage.clone(),
+                self.store.clone(),
                 self.metrics.clone(),
-                report.clone(),
+                report.key.clone(),
+                self.retention_turn.clone(),
+                self.clock.clone(),
             );
-            tokio::spawn(async move {
-                match retention::after_backup(&cfg, storage.as_ref(), &report.key).await {
+            self.tasks.spawn(async move {
+                let _turn = turn.lock().await;
+                let pass = retention::after_backup(
+                    &cfg.store.prefix,
+                    &cfg.retention,
+                    store.as_ref(),
+                    &key,
+                    clock.now(),
+                )
+                .await;
+                match pass {
                     Ok(r) => {
                         metrics.add_retention_deleted(r.deleted.len() as u64);
                         metrics.set_stored(r.stored_objects, r.stored_bytes);
                     }
                     // Logged by retention itself; the backup stays a success.
-                    Err(_) => metrics.count_failure(crate::error::Stage::Retention),
+                    Err(_) => metrics.count_failure(Stage::Retention),
                 }
             });
         }
@@ -220,32 +369,30 @@ impl After {
         self.notify(o, previous_ok, next);
     }
 
-    /// Sends what the outcome calls for on its own task, and counts the delivery.
+    /// Sends what the outcome calls for on a tracked task, and counts the delivery.
     fn notify(&self, o: Outcome, previous_ok: Option<bool>, next: Option<DateTime<Utc>>) {
         let (notifications, metrics) = (self.notifications.clone(), self.metrics.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Some(d) = notifications.after_attempt(&o, previous_ok, next).await {
                 metrics.count_delivery(matches!(d, crate::notify::Delivery::Delivered));
             }
         });
     }
-}
 
-/// Records what a backup did: metrics, /health, one log line.
-impl After {
     /// A drill's result: the verified timestamp, or a `verify` failure that
     /// is notified like a failed backup.
-    fn drill(
+    fn after_drill(
         &self,
         started: DateTime<Utc>,
-        result: Result<DrillReport, crate::error::JobError>,
+        result: Result<DrillReport, JobError>,
         next: Option<DateTime<Utc>>,
     ) {
+        let db = self.cfg.dump.database.name();
         match result {
             Ok(r) => {
-                self.metrics.set_verified(Utc::now());
+                self.metrics.set_verified(self.clock.now());
                 tracing::info!(
-                    database = %self.cfg.dump.database.name(),
+                    database = %db,
                     object = %r.key,
                     time_to_recover_s = format!("{:.2}", r.time_to_recover.as_secs_f64()),
                     tables = r.tables,
@@ -254,21 +401,49 @@ impl After {
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => {
-                self.metrics.count_failure(crate::error::Stage::Verify);
-                tracing::error!(database = %self.cfg.dump.database.name(), error = %e.message, "restore drill failed");
+                self.metrics.count_failure(Stage::Verify);
+                tracing::error!(database = %db, error = %e.message, "restore drill failed");
+                let now = self.clock.now();
                 let o = Outcome {
-                    database: self.cfg.dump.database.name().to_string(),
+                    database: db.to_string(),
                     started,
-                    finished: Utc::now(),
-                    duration: (Utc::now() - started).to_std().unwrap_or_default(),
-                    result: Err(e.at(crate::error::Stage::Verify)),
+                    finished: now,
+                    duration: (now - started).to_std().unwrap_or_default(),
+                    result: Err(e.at(Stage::Verify)),
                 };
                 self.notify(o, None, next);
             }
         }
     }
+
+    fn publish_next(&self, next: Option<DateTime<Utc>>) {
+        self.metrics.set_next_run(next);
+        self.state.status.lock().expect("status").next_run = next;
+    }
+
+    /// After a restart, the newest backup in storage is the last success:
+    /// the metrics should not claim that no backup ever succeeded.
+    async fn seed_from_storage(&self) {
+        let prefix = &self.cfg.store.prefix;
+        match self.store.list(prefix).await {
+            Ok(objects) => {
+                let ours: Vec<_> = objects
+                    .iter()
+                    .filter_map(|o| naming::parse(prefix, &o.key).map(|p| (p.time, o.size)))
+                    .collect();
+                self.metrics
+                    .set_stored(ours.len() as u64, ours.iter().map(|(_, s)| s).sum());
+                if let Some((newest, _)) = ours.iter().max_by_key(|(t, _)| *t) {
+                    self.metrics.seed_last_success(*newest);
+                    self.state.status.lock().expect("status").last_success = Some(*newest);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list existing backups at start-up"),
+        }
+    }
 }
 
+/// Records what a backup did: metrics, /health, one log line.
 fn record(o: &Outcome, metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
     metrics.set_in_progress(false);
     metrics.record(o);
@@ -318,51 +493,5 @@ fn record(o: &Outcome, metrics: &Metrics, state: &AppState, next: Option<DateTim
     }
 }
 
-fn publish_next(metrics: &Metrics, state: &AppState, next: Option<DateTime<Utc>>) {
-    metrics.set_next_run(next);
-    state.status.lock().expect("status").next_run = next;
-}
-
-/// After a restart, the newest backup in storage is the last success: the
-/// metrics should not claim that no backup ever succeeded.
-async fn seed_from_storage(cfg: &Config, storage: &dyn ObjectStore, state: &AppState) {
-    match storage.list(&cfg.store.prefix).await {
-        Ok(objects) => {
-            let ours: Vec<_> = objects
-                .iter()
-                .filter_map(|o| naming::parse(&cfg.store.prefix, &o.key).map(|p| (p.time, o.size)))
-                .collect();
-            state
-                .metrics
-                .set_stored(ours.len() as u64, ours.iter().map(|(_, s)| s).sum());
-            if let Some((newest, _)) = ours.iter().max_by_key(|(t, _)| *t) {
-                state.metrics.seed_last_success(*newest);
-                state.status.lock().expect("status").last_success = Some(*newest);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot list existing backups at start-up"),
-    }
-}
-
-/// pg_dump's version for `backup_build_info`; "unknown" while the database
-/// cannot be reached (the first backup reports why).
-async fn pg_dump_version(cfg: &Config) -> String {
-    let probe = async {
-        let server = pg::server_info(&cfg.dump.database).await?;
-        let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
-        Ok::<_, crate::error::JobError>(tools.version_line)
-    };
-    match tokio::time::timeout(Duration::from_secs(15), probe).await {
-        Ok(Ok(line)) => line
-            .split(')')
-            .nth(1)
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("unknown")
-            .to_string(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot determine the pg_dump version at start-up");
-            "unknown".into()
-        }
-        Err(_) => "unknown".into(),
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::metrics::{self, Metrics};
 
 /// What `/health` reports; the daemon updates it after each attempt.
@@ -30,6 +31,8 @@ pub struct Status {
     pub last_object: Option<String>,
     pub next_run: Option<DateTime<Utc>>,
     pub in_progress: bool,
+    /// The start-up probes (database, pg_dump, stored backups) still run.
+    pub starting: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +48,7 @@ pub struct AppState {
     pub status: Mutex<Status>,
     pub max_age: Duration,
     pub started: DateTime<Utc>,
+    pub clock: Arc<dyn Clock>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +65,7 @@ struct Health<'a> {
 /// Healthy while the last success is younger than `max_age` and the last
 /// attempt did not fail. Before any success, a process younger than
 /// `max_age` counts as healthy (a fresh deployment waits for its first run).
+/// While the start-up probes run, it is healthy and says `starting`.
 pub fn health_of(
     status: &Status,
     started: DateTime<Utc>,
@@ -68,6 +73,9 @@ pub fn health_of(
     now: DateTime<Utc>,
 ) -> (bool, String) {
     let max = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    if status.starting {
+        return (true, "starting".into());
+    }
     if status.last_attempt_ok == Some(false) {
         let stage = status
             .last_error
@@ -182,7 +190,7 @@ fn route(req: &Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
         "/health" => {
             let status = state.status.lock().expect("status lock").clone();
-            let now = Utc::now();
+            let now = state.clock.now();
             let (healthy, reason) = health_of(&status, state.started, state.max_age, now);
             let body = Health {
                 healthy,

@@ -23,6 +23,7 @@
 pub mod archive;
 pub mod backoff;
 pub mod catalog;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -9,10 +9,11 @@
 //! metrics itself, so counters are registered without the suffix.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -68,6 +69,9 @@ fn duration_histogram() -> Histogram {
 pub struct Metrics {
     registry: Arc<Registry>,
     db: Db,
+    /// Known once the start-up probe has found pg_dump; the HTTP server
+    /// answers before that.
+    pg_dump_version: Arc<RwLock<String>>,
     last_success: Family<Db, F64Gauge>,
     last_attempt: Family<Db, F64Gauge>,
     last_duration: Family<Db, F64Gauge>,
@@ -96,6 +100,7 @@ impl Metrics {
         let m = Metrics {
             registry: Arc::new(Registry::default()),
             db: db.clone(),
+            pg_dump_version: Arc::new(RwLock::new(pg_dump_version.to_string())),
             last_success: Family::default(),
             last_attempt: Family::default(),
             last_duration: Family::default(),
@@ -195,14 +200,7 @@ impl Metrics {
             "Scheduled runs skipped because a backup was still running",
             m.skipped.clone(),
         );
-        r.register(
-            "backup_build",
-            "pgbackup and pg_dump versions",
-            Info::new(Build {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                pg_dump_version: pg_dump_version.to_string(),
-            }),
-        );
+        r.register_collector(Box::new(BuildInfo(m.pg_dump_version.clone())));
 
         // Export every series from start-up.
         let _ = m.last_success.get_or_create(&db);
@@ -230,6 +228,14 @@ impl Metrics {
             registry: Arc::new(r),
             ..m
         }
+    }
+
+    /// pg_dump's version in `backup_build_info`, once probed.
+    pub fn set_pg_dump_version(&self, v: &str) {
+        *self
+            .pg_dump_version
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = v.to_string();
     }
 
     fn stage(&self, s: Stage) -> DbStage {
@@ -327,6 +333,26 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// `backup_build_info`, encoded with the pg_dump version as it is now.
+#[derive(Debug)]
+struct BuildInfo(Arc<RwLock<String>>);
+
+impl Collector for BuildInfo {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let info = Info::new(Build {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pg_dump_version: self.0.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        });
+        let metric = encoder.encode_descriptor(
+            "backup_build",
+            "pgbackup and pg_dump versions",
+            None,
+            info.metric_type(),
+        )?;
+        info.encode(metric)
     }
 }
 

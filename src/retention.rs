@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
 
-use crate::config::{Config, RetentionSettings};
+use crate::config::RetentionSettings;
 use crate::error::{JobError, Stage};
 use crate::naming;
 use crate::storage::{ObjectInfo, ObjectStore};
@@ -348,22 +348,17 @@ async fn abort_stale_uploads(
 /// Logs what it did. `Err` when the pass failed in any way, including a
 /// single failed deletion; the backup itself stays a success.
 pub async fn after_backup(
-    cfg: &Config,
+    prefix: &str,
+    settings: &RetentionSettings,
     storage: &dyn ObjectStore,
     backup: &str,
+    now: DateTime<Utc>,
 ) -> Result<RetentionReport, JobError> {
     let opts = Options {
         protect: Some(backup.to_string()),
         ..Options::default()
     };
-    let report = apply_with(
-        storage,
-        &cfg.store.prefix,
-        &cfg.retention,
-        Utc::now(),
-        &opts,
-    )
-    .await;
+    let report = apply_with(storage, prefix, settings, now, &opts).await;
     match &report {
         Ok(r) => {
             for key in &r.deleted {
@@ -684,16 +679,6 @@ mod tests {
         ];
         let p = plan(&objs, P, now(), &settings(30, 1));
         assert_eq!(p.keep.len(), 2);
-    }
-
-    /// The daemon runs a pass inside a spawned task.
-    #[allow(dead_code)]
-    fn after_backup_is_spawnable(
-        cfg: Config,
-        storage: std::sync::Arc<dyn ObjectStore>,
-        key: String,
-    ) {
-        tokio::spawn(async move { after_backup(&cfg, storage.as_ref(), &key).await });
     }
 
     #[test]

@@ -40,7 +40,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 r.sha256
             );
             // Only after a success; its failure is logged there and not fatal.
-            if let Ok(rep) = retention::after_backup(&cfg, storage.as_ref(), &r.key).await {
+            if let Ok(rep) = retention::after_backup(
+                &cfg.store.prefix,
+                &cfg.retention,
+                storage.as_ref(),
+                &r.key,
+                chrono::Utc::now(),
+            )
+            .await
+            {
                 println!(
                     "retention: deleted {} old backup(s), {} kept ({})",
                     rep.deleted.len(),

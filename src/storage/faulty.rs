@@ -41,6 +41,9 @@ struct Plan {
     down: BTreeMap<Op, bool>,
     delay: Option<Duration>,
     cut_reads_after: Option<u64>,
+    /// Calls under way, and the most there ever were at once.
+    in_flight: BTreeMap<Op, usize>,
+    max_in_flight: BTreeMap<Op, usize>,
 }
 
 /// Wraps `S`; faults are set on the shared plan, also while in use.
@@ -97,6 +100,11 @@ impl<S: ObjectStore> Faulty<S> {
         p.cut_reads_after = None;
     }
 
+    /// The most calls of `op` that were ever under way at once.
+    pub fn max_in_flight(&self, op: Op) -> usize {
+        self.lock().max_in_flight.get(&op).copied().unwrap_or(0)
+    }
+
     /// How often `op` was called.
     pub fn calls(&self, op: Op) -> usize {
         self.lock().calls.get(&op).copied().unwrap_or(0)
@@ -106,7 +114,9 @@ impl<S: ObjectStore> Faulty<S> {
         self.plan.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn enter(&self, op: Op) -> Result<(), StoreError> {
+    /// Counts a call of `op`, waits, and fails it if planned. The guard
+    /// marks the call under way until the caller drops it.
+    async fn enter(&self, op: Op) -> Result<Call<'_>, StoreError> {
         let (delay, fault) = {
             let mut p = self.lock();
             let n = {
@@ -114,15 +124,40 @@ impl<S: ObjectStore> Faulty<S> {
                 *c += 1;
                 *c
             };
+            let now = {
+                let f = p.in_flight.entry(op).or_insert(0);
+                *f += 1;
+                *f
+            };
+            let most = p.max_in_flight.entry(op).or_insert(0);
+            *most = (*most).max(now);
             let fault = p.fail.remove(&(op, n)).or(p.down.get(&op).copied());
             (p.delay, fault)
+        };
+        let call = Call {
+            plan: &self.plan,
+            op,
         };
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
         match fault {
-            None => Ok(()),
+            None => Ok(call),
             Some(transient) => Err(injected(op, transient)),
+        }
+    }
+}
+
+struct Call<'a> {
+    plan: &'a Mutex<Plan>,
+    op: Op,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        let mut p = self.plan.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = p.in_flight.get_mut(&self.op) {
+            *f = f.saturating_sub(1);
         }
     }
 }
@@ -147,7 +182,7 @@ impl<S: ObjectStore + Clone + 'static> ObjectStore for Faulty<S> {
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
-        self.enter(Op::Create).await?;
+        let _call = self.enter(Op::Create).await?;
         let inner = self.inner.create(key).await?;
         Ok(Box::new(FaultyWriter {
             store: Faulty {
@@ -159,18 +194,19 @@ impl<S: ObjectStore + Clone + 'static> ObjectStore for Faulty<S> {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.enter(Op::List).await?;
+        let _call = self.enter(Op::List).await?;
         self.inner.list(prefix).await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta, StoreError> {
-        self.enter(Op::Head).await?;
+        let _call = self.enter(Op::Head).await?;
         self.inner.head(key).await
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        self.enter(Op::Get).await?;
+        let call = self.enter(Op::Get).await?;
         let r = self.inner.get(key).await?;
+        drop(call);
         Ok(match self.lock().cut_reads_after {
             Some(left) => Box::new(CutReader { inner: r, left }),
             None => r,
@@ -178,22 +214,22 @@ impl<S: ObjectStore + Clone + 'static> ObjectStore for Faulty<S> {
     }
 
     async fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
-        self.enter(Op::Delete).await?;
+        let _call = self.enter(Op::Delete).await?;
         self.inner.delete(keys).await
     }
 
     async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
-        self.enter(Op::PendingUploads).await?;
+        let _call = self.enter(Op::PendingUploads).await?;
         self.inner.pending_uploads(prefix).await
     }
 
     async fn abort_pending(&self, upload: &PendingUpload) -> Result<(), StoreError> {
-        self.enter(Op::AbortPending).await?;
+        let _call = self.enter(Op::AbortPending).await?;
         self.inner.abort_pending(upload).await
     }
 
     async fn presign(&self, key: &str, expires: Duration) -> Result<Presigned, StoreError> {
-        self.enter(Op::Presign).await?;
+        let _call = self.enter(Op::Presign).await?;
         self.inner.presign(key, expires).await
     }
 }
@@ -206,12 +242,12 @@ struct FaultyWriter<S> {
 #[async_trait]
 impl<S: ObjectStore> ObjectWriter for FaultyWriter<S> {
     async fn write_part(&mut self, part: Bytes) -> Result<(), StoreError> {
-        self.store.enter(Op::WritePart).await?;
+        let _call = self.store.enter(Op::WritePart).await?;
         self.inner.write_part(part).await
     }
 
     async fn commit(self: Box<Self>, meta: &ObjectMeta) -> Result<(), StoreError> {
-        if let Err(e) = self.store.enter(Op::Commit).await {
+        if let Err(e) = self.store.enter(Op::Commit).await.map(drop) {
             // A failed commit leaves nothing, as the real stores promise.
             self.inner.abort().await;
             return Err(e);

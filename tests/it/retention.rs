@@ -533,7 +533,13 @@ fn after_backup_deletes_nothing_when_the_new_backup_is_not_listed() {
         pg_dump_version: String::new(),
     };
     let e = rt()
-        .block_on(retention::after_backup(&cfg, &storage, &report.key))
+        .block_on(retention::after_backup(
+            &cfg.store.prefix,
+            &cfg.retention,
+            &storage,
+            &report.key,
+            Utc::now(),
+        ))
         .unwrap_err();
     assert_eq!(e.stage, Stage::Retention);
     assert!(e.message.contains("not in the listing"), "{e}");
@@ -543,7 +549,13 @@ fn after_backup_deletes_nothing_when_the_new_backup_is_not_listed() {
     report.key = name("backup_", ago(200), "dump.zst");
     std::fs::write(dir.join(&report.key), b"x").unwrap();
     let r = rt()
-        .block_on(retention::after_backup(&cfg, &storage, &report.key))
+        .block_on(retention::after_backup(
+            &cfg.store.prefix,
+            &cfg.retention,
+            &storage,
+            &report.key,
+            Utc::now(),
+        ))
         .unwrap();
     assert_eq!(r.deleted, old[1..].to_vec());
     assert!(dir.join(&report.key).exists() && dir.join(&old[0]).exists());
