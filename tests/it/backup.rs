@@ -430,3 +430,87 @@ fn client_certificates_from_sslcert_and_sslkey() {
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(run.stderr.contains("sslcert is not"), "{}", run.stderr);
 }
+
+/// The manifest's row counts are read in the snapshot pg_dump used, so rows
+/// written while a backup runs never make a drill expect what the archive
+/// cannot hold.
+#[test]
+fn the_manifest_counts_rows_in_the_dumps_own_snapshot() {
+    let pg = pg();
+    let db = pg.fresh_db("snap");
+    pg.psql(
+        &db,
+        "CREATE TABLE early (id int); INSERT INTO early VALUES (1); CREATE TABLE late (id int);",
+    );
+    let dir = temp_dir("snap");
+    let gate = dir.join("gate");
+    let args = dir.join("args");
+    // pg_dump starts, says so, and waits for the test to write rows first.
+    let bin = fake_pg_dump(
+        pg,
+        &format!(
+            "echo \"$@\" > {args}\ntouch {gate}.waiting\nwhile [ ! -e {gate} ]; do sleep 0.05; done\nexec $REAL \"$@\"",
+            args = args.display(),
+            gate = gate.display()
+        ),
+    );
+    let out = dir.join("out");
+    let env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(&db)),
+        ("BACKUP_LOCAL_DIR", out.to_str().unwrap()),
+        ("PG_BIN_DIR", bin.to_str().unwrap()),
+    ]);
+    let child = pgbackup_cmd(&["backup"], &env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_exists(&dir.join("gate.waiting"));
+    pg.psql(&db, "INSERT INTO late SELECT generate_series(1, 10)");
+    std::fs::write(&gate, b"").unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        std::fs::read_to_string(&args)
+            .unwrap()
+            .contains("--snapshot="),
+        "pg_dump was given the exported snapshot"
+    );
+    let manifest = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+        .expect("a manifest");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let has_rows = |name: &str| {
+        m["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {m}"))["has_rows"]
+            .clone()
+    };
+    assert_eq!(has_rows("early"), serde_json::json!(true));
+    assert_eq!(has_rows("late"), serde_json::json!(false), "{m}");
+    // The drill agrees with the archive.
+    let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k != "PG_BIN_DIR").collect();
+    let drill = pgbackup(&["verify", "latest", "--restore"], &env);
+    assert_eq!(drill.code, 0, "{}", drill.all());
+}
+
+fn wait_until_exists(p: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !p.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            p.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -542,3 +542,48 @@ fn a_failing_drill_counts_as_a_verify_failure_and_is_notified() {
         || hook.received().iter().any(|r| r.body.contains("verify")),
     );
 }
+
+/// The HTTP server answers while the start-up probe still waits for a
+/// database that accepts connections and never replies: `/healthz` at
+/// once, `/health` 200 with reason `starting`.
+#[test]
+fn health_answers_starting_while_the_database_probe_hangs() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    // Accept and hold every connection without a word.
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in silent.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let dir = temp_dir("starting");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = vars(&[
+        (
+            "BACKUP_DATABASE_URL",
+            &format!("postgres://u:secret@127.0.0.1:{port}/db"),
+        ),
+        ("BACKUP_LOCAL_DIR", dir.to_str().unwrap()),
+        ("BACKUP_LISTEN_ADDRESS", &addr),
+    ]);
+    let mut cmd = pgbackup_cmd(&["run"], &env);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let t0 = Instant::now();
+    let mut proc = Guard::spawn(&mut cmd);
+    wait_http(&addr, "/healthz");
+    let (code, body) = http_get(&addr, "/health");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["reason"], "starting", "{body}");
+    assert_eq!(v["starting"], true, "{body}");
+    proc.signal(libc::SIGTERM);
+    let status = proc
+        .wait_timeout(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    drop(held);
+}
