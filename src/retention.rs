@@ -693,4 +693,134 @@ mod tests {
         assert_eq!(e.stage, Stage::Retention);
         assert_eq!(e.message, "cannot delete a: AccessDenied (and 1 more)");
     }
+
+    // ---- the pass against a store: memory, with faults injected ----------
+
+    use crate::storage::faulty::{Faulty, Op};
+    use crate::storage::memory::MemoryStore;
+    use crate::storage::{ObjectMeta, ObjectStore};
+
+    /// Ten daily backups with manifests, and a foreign object.
+    fn stocked() -> (Faulty<MemoryStore>, Vec<String>) {
+        let m = MemoryStore::new();
+        let backups: Vec<String> = (0..10).map(|d| name(days_ago(d))).collect();
+        for k in &backups {
+            m.insert(k, vec![0u8; 100], ObjectMeta::default(), now());
+            m.insert(
+                &crate::manifest::object_name(k),
+                b"{}".to_vec(),
+                ObjectMeta::default(),
+                now(),
+            );
+        }
+        m.insert(
+            "backup_notes.txt",
+            b"mine".to_vec(),
+            ObjectMeta::default(),
+            now(),
+        );
+        (Faulty::new(m), backups)
+    }
+
+    async fn pass(store: &dyn ObjectStore, opts: &Options) -> Result<RetentionReport, JobError> {
+        apply_with(store, P, &settings(5, 2), now(), opts).await
+    }
+
+    #[tokio::test]
+    async fn a_pass_deletes_old_backups_with_their_manifests_and_nothing_foreign() {
+        let (s, backups) = stocked();
+        let r = pass(&s, &Options::default()).await.unwrap();
+        assert_eq!(r.deleted, backups[6..].to_vec());
+        let left = s.inner().keys();
+        for k in &backups[6..] {
+            assert!(!left.contains(k) && !left.contains(&crate::manifest::object_name(k)));
+        }
+        for k in &backups[..6] {
+            assert!(left.contains(k) && left.contains(&crate::manifest::object_name(k)));
+        }
+        assert!(left.contains(&"backup_notes.txt".to_string()));
+        assert_eq!((r.stored_objects, r.stored_bytes), (6, 600));
+    }
+
+    #[tokio::test]
+    async fn dry_run_deletes_nothing() {
+        let (s, _) = stocked();
+        let before = s.inner().keys();
+        let opts = Options {
+            dry_run: true,
+            ..Options::default()
+        };
+        let r = pass(&s, &opts).await.unwrap();
+        assert_eq!(r.deleted.len(), 4);
+        assert_eq!(s.inner().keys(), before);
+        assert_eq!(s.calls(Op::Delete), 0);
+    }
+
+    #[tokio::test]
+    async fn a_listing_failure_deletes_nothing() {
+        let (s, _) = stocked();
+        let before = s.inner().keys();
+        s.fail_nth(Op::List, 1, true);
+        let e = pass(&s, &Options::default()).await.unwrap_err();
+        assert_eq!(e.stage, Stage::Retention);
+        assert!(e.is_retryable(), "{e}");
+        assert_eq!(s.inner().keys(), before);
+    }
+
+    #[tokio::test]
+    async fn a_failed_deletion_is_reported_and_its_backups_still_count_as_stored() {
+        let (s, backups) = stocked();
+        s.fail_nth(Op::Delete, 1, false);
+        let r = pass(&s, &Options::default()).await.unwrap();
+        assert!(r.deleted.is_empty());
+        assert_eq!(r.failed.len(), 4);
+        assert_eq!(r.stored_objects, 10);
+        let e = r.error().expect("a failed pass");
+        assert_eq!(e.stage, Stage::Retention);
+        assert!(e.message.contains("injected"), "{e}");
+        // Nothing was deleted, manifests included.
+        for k in &backups {
+            assert!(s.inner().keys().contains(&crate::manifest::object_name(k)));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_new_backup_is_protected_and_must_be_listed() {
+        let (s, backups) = stocked();
+        let missing = Options {
+            protect: Some(name(now() + chrono::Duration::hours(1))),
+            ..Options::default()
+        };
+        let before = s.inner().keys();
+        let e = pass(&s, &missing).await.unwrap_err();
+        assert!(e.message.contains("not in the listing"), "{e}");
+        assert_eq!(s.inner().keys(), before);
+        // Listed, it is kept even when the plan would delete it.
+        let old = Options {
+            protect: Some(backups[9].clone()),
+            ..Options::default()
+        };
+        let r = pass(&s, &old).await.unwrap();
+        assert!(!r.deleted.contains(&backups[9]));
+        assert!(s.inner().keys().contains(&backups[9]));
+    }
+
+    #[tokio::test]
+    async fn stale_uploads_of_our_backups_are_aborted_others_left() {
+        let (s, _) = stocked();
+        let mut ours = s.create(&name(days_ago(3))).await.unwrap();
+        ours.write_part(bytes::Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+        let _theirs = s.create("other/thing.bin").await.unwrap();
+        // Two days later, both uploads are stale; only ours is ours.
+        let later = Utc::now() + chrono::Duration::days(2);
+        let r = apply_with(&s, P, &settings(0, 1), later, &Options::default())
+            .await
+            .unwrap();
+        assert_eq!(r.aborted_uploads, 1);
+        let pending = s.pending_uploads("").await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].key, "other/thing.bin");
+    }
 }
