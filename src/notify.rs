@@ -593,14 +593,11 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// The machine's name, for "which host sent this".
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
+    // gethostname(3) on Linux is uname(2)'s nodename.
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     if name.is_empty() {
         "unknown-host".to_string()
     } else {

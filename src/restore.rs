@@ -22,7 +22,7 @@
 //! The target's password reaches the tools as PGPASSWORD, never in argv.
 
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -562,11 +562,13 @@ async fn run_parallel(
         .stderr(Stdio::piped());
     // The file has no name; pg_restore and its workers reach it through
     // this inherited descriptor.
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe work is allowed: one fcntl syscall, no allocation or
+    // lock. `fd` is open there: `file` stays open in the parent until the
+    // child has exited, and fork copied it.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::io::fcntl_setfd(BorrowedFd::borrow_raw(fd), rustix::io::FdFlags::empty())?;
             Ok(())
         });
     }
@@ -624,13 +626,8 @@ fn check_space(dir: &Path, dump_bytes: Option<u64>, stage: Stage) -> Result<(), 
 }
 
 pub(crate) fn free_bytes(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail * st.f_frsize)
 }
 
 type Spawned = (Child, ChildStdin, JoinHandle<String>);
