@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
 use crate::archive::{HoldBack, PlainScanner, TocEntry};
+use crate::backoff;
 use crate::catalog::Backup;
 use crate::config::{Database, Format};
 use crate::error::{one_line, JobError, Stage};
@@ -298,23 +299,26 @@ pub(crate) async fn drop_database(
         ""
     };
     let sql = format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name));
-    let mut last = None;
-    for _ in 0..20 {
-        match c.batch_execute(&sql).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
-    let e = last.expect("tried");
-    Err(pg_err(
-        Stage::Restore,
-        &format!("dropping database {name:?}"),
-        &e,
-    ))
+    backoff::retry(
+        DROP_RETRIES,
+        || c.batch_execute(&sql),
+        |_| true,
+        |e, retry, wait| {
+            let wait_ms = wait.as_millis() as u64;
+            tracing::debug!(error = %e, retry, wait_ms, "cannot drop the database yet; retrying")
+        },
+    )
+    .await
+    .map_err(|e| pg_err(Stage::Restore, &format!("dropping database {name:?}"), &e))
 }
+
+/// A database is dropped once its last session has gone, which may take a
+/// moment after the tool that used it stopped: about 5 s of tries.
+const DROP_RETRIES: backoff::Policy = backoff::Policy {
+    retries: 19,
+    base: Duration::from_millis(250),
+    max: Duration::from_millis(250),
+};
 
 pub(crate) async fn server_info(c: &tokio_postgres::Client) -> Result<ServerInfo, JobError> {
     let row = c
