@@ -377,14 +377,7 @@ fn check_dump(
         .map_err(|e| JobError::permanent(Stage::Dump, format!("waiting for pg_dump: {e}")))?;
     let said = crate::error::one_line(stderr_tail);
     if !status.success() {
-        let how = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(c), _) => format!("exited with status {c}"),
-            (None, Some(s)) => format!("was killed by signal {s}"),
-            _ => "failed".to_string(),
-        };
+        let how = pg::exit_description(status);
         let said = if said.is_empty() {
             String::new()
         } else {

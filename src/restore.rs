@@ -321,19 +321,9 @@ const DROP_RETRIES: backoff::Policy = backoff::Policy {
 };
 
 pub(crate) async fn server_info(c: &tokio_postgres::Client) -> Result<ServerInfo, JobError> {
-    let row = c
-        .query_one(
-            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
-            &[],
-        )
+    pg::query_server_info(c)
         .await
-        .map_err(|e| pg_err(Stage::Connect, "asking the server version", &e))?;
-    let num: i32 = row.get(0);
-    let version: String = row.get(1);
-    Ok(ServerInfo {
-        version_num: num as u32,
-        version: version.split_whitespace().next().unwrap_or("").to_string(),
-    })
+        .map_err(|e| pg_err(Stage::Connect, "asking the server version", &e))
 }
 
 pub(crate) async fn user_relations(
@@ -718,14 +708,7 @@ pub(crate) fn check_status(
     if status.success() {
         return Ok(());
     }
-    let how = match (
-        status.code(),
-        std::os::unix::process::ExitStatusExt::signal(&status),
-    ) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!("was killed by signal {s}"),
-        _ => "failed".to_string(),
-    };
+    let how = pg::exit_description(status);
     let said = last_lines(stderr_tail, 4);
     let said = if said.is_empty() {
         String::new()
