@@ -1,5 +1,6 @@
 //! Exponential backoff with jitter, as a pure function so it is testable
-//! without sleeping. Used for S3 part retries and webhook deliveries.
+//! without sleeping. Used for S3 part retries, webhook deliveries and
+//! dropping a database after a restore.
 
 use std::time::Duration;
 
@@ -31,8 +32,23 @@ pub struct Policy {
 /// sees each error before its jittered wait (for a log line).
 pub async fn retry<T, E, Fut>(
     policy: Policy,
+    op: impl FnMut() -> Fut,
+    retryable: impl Fn(&E) -> bool,
+    on_retry: impl FnMut(&E, u32, Duration),
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    retry_at_least(policy, op, retryable, |_| Duration::ZERO, on_retry).await
+}
+
+/// [`retry`], where the wait after an error lasts at least `min_wait` of
+/// it (a server's Retry-After); `on_retry` sees the wait actually taken.
+pub async fn retry_at_least<T, E, Fut>(
+    policy: Policy,
     mut op: impl FnMut() -> Fut,
     retryable: impl Fn(&E) -> bool,
+    min_wait: impl Fn(&E) -> Duration,
     mut on_retry: impl FnMut(&E, u32, Duration),
 ) -> Result<T, E>
 where
@@ -43,7 +59,7 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if attempt < policy.retries && retryable(&e) => {
-                let wait = jittered(attempt, policy.base, policy.max);
+                let wait = jittered(attempt, policy.base, policy.max).max(min_wait(&e));
                 on_retry(&e, attempt + 1, wait);
                 tokio::time::sleep(wait).await;
                 attempt += 1;
@@ -117,6 +133,26 @@ mod tests {
         .await;
         assert!(r.is_err());
         assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_minimum_wait_lengthens_only_shorter_waits() {
+        let mut waits = Vec::new();
+        let r: Result<(), u64> = retry_at_least(
+            P,
+            || async { Err(3) },
+            |_| true,
+            |e| Duration::from_secs(*e),
+            |_, _, w| waits.push(w),
+        )
+        .await;
+        assert_eq!(r, Err(3));
+        assert_eq!(waits[0], 3 * S, "1 s backoff, 3 s asked for");
+        assert_eq!(waits[1], 3 * S, "2 s backoff, 3 s asked for");
+        assert!(
+            waits[2] >= 4 * S && waits[2] <= 5 * S,
+            "4 s backoff is longer"
+        );
     }
 
     const S: Duration = Duration::from_secs(1);

@@ -448,7 +448,7 @@ pub struct Webhook {
 #[derive(Clone)]
 pub struct Cron {
     expr: String,
-    schedule: cron::Schedule,
+    schedule: crate::schedule::Schedule,
 }
 
 impl Cron {
@@ -464,7 +464,7 @@ impl Cron {
             schedule,
         })
     }
-    pub fn schedule(&self) -> &cron::Schedule {
+    pub fn schedule(&self) -> &crate::schedule::Schedule {
         &self.schedule
     }
     /// The expression as given.

@@ -7,12 +7,14 @@
 //! every other ending aborts it. Nothing touches local disk on the way.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+use rustix::process::{Pid, Signal};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -55,9 +57,9 @@ pub enum Priority {
 }
 
 impl Priority {
-    const BACKGROUND_NICE: libc::c_int = 10;
+    const BACKGROUND_NICE: i32 = 10;
 
-    fn nice(self) -> Option<libc::c_int> {
+    fn nice(self) -> Option<i32> {
         match self {
             Priority::Normal => None,
             Priority::Background => Some(Self::BACKGROUND_NICE),
@@ -67,11 +69,8 @@ impl Priority {
 
 /// Lowers the calling thread's priority (Linux: setpriority with a thread id
 /// affects that thread only). Failure only means normal priority.
-fn renice_this_thread(nice: libc::c_int) {
-    // SAFETY: plain syscalls on the calling thread.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice);
-    }
+fn renice_this_thread(nice: i32) {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
 }
 
 /// Runs one backup to the end (or until `cancel` fires) and reports it.
@@ -153,10 +152,12 @@ async fn backup(
         // started (wrapper scripts): no orphans.
         .process_group(0);
     if let Some(nice) = priority.nice() {
-        // SAFETY: setpriority is async-signal-safe; runs in the forked child.
+        // SAFETY: the closure runs in the forked child before exec, where
+        // only async-signal-safe work is allowed: it makes one setpriority
+        // syscall, with no allocation or lock, and ignores its result.
         unsafe {
             cmd.pre_exec(move || {
-                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                let _ = rustix::process::setpriority_process(None, nice);
                 Ok(())
             });
         }
@@ -167,13 +168,11 @@ async fn backup(
             format!("cannot start {}: {e}", tools.bin("pg_dump").display()),
         )
     })?;
-    let mut group = GroupGuard(child.id().map(|p| p as i32));
+    let mut group = GroupGuard(child.id().and_then(|p| Pid::from_raw(p as i32)));
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     // A bigger pipe means fewer wakeups on a fast dump; failure is harmless.
-    unsafe {
-        libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
-    }
+    let _ = rustix::pipe::fcntl_setpipe_size(&stdout, 1 << 20);
     // Drain stderr concurrently: a full stderr pipe would block pg_dump.
     let stderr_task = tokio::spawn(pg::drain_tail(stderr));
 
@@ -317,13 +316,13 @@ async fn free_name(
 
 /// Kills pg_dump's whole process group when stopped early, including when
 /// the job's future is dropped.
-struct GroupGuard(Option<i32>);
+/// The group id is pg_dump's pid: a child not yet reaped, so not reused.
+struct GroupGuard(Option<Pid>);
 
 impl GroupGuard {
     fn kill(&mut self) {
         if let Some(pgid) = self.0 {
-            // SAFETY: plain syscall; pgid is the group of a child we have not reaped.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
         }
     }
 }
@@ -360,13 +359,8 @@ async fn cancellable<T>(
 /// pg_dump's stdout as a blocking file: tokio hands it over non-blocking.
 fn blocking_reader(stdout: tokio::process::ChildStdout) -> std::io::Result<std::fs::File> {
     let fd: OwnedFd = stdout.into_owned_fd()?;
-    // SAFETY: fcntl on a descriptor we own.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    let flags = fcntl_getfl(&fd)?;
+    fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
     Ok(std::fs::File::from(fd))
 }
 
@@ -383,14 +377,7 @@ fn check_dump(
         .map_err(|e| JobError::permanent(Stage::Dump, format!("waiting for pg_dump: {e}")))?;
     let said = crate::error::one_line(stderr_tail);
     if !status.success() {
-        let how = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(c), _) => format!("exited with status {c}"),
-            (None, Some(s)) => format!("was killed by signal {s}"),
-            _ => "failed".to_string(),
-        };
+        let how = pg::exit_description(status);
         let said = if said.is_empty() {
             String::new()
         } else {

@@ -7,7 +7,8 @@
 //! - [`commands`]: one file per subcommand; the only place that prints.
 //! - [`job`]: one backup, pg_dump -> compression + sha256 -> storage parts,
 //!   returning an [`job::Outcome`] that others read.
-//! - [`pg`]: server version, choice of client tools, their commands.
+//! - [`pg`]: server version, choice of client tools, their commands and
+//!   how they ended.
 //! - [`storage`]: S3 multipart and local directory behind one type.
 //! - [`retention`]: which backups to delete (a pure plan), then deleting them.
 //! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.

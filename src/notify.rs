@@ -509,49 +509,85 @@ async fn send(
     what: &'static str,
     make: impl Fn() -> reqwest::RequestBuilder,
 ) -> Delivery {
-    let mut retry = 0;
-    loop {
-        let (reason, retry_after) = match make().timeout(policy.timeout).send().await {
-            Ok(resp) if resp.status().is_success() => return Delivery::Delivered,
-            Ok(resp) => {
-                let status = resp.status();
-                let retry_after = retry_after(resp.headers());
-                let said = body_snippet(resp).await;
-                let reason = format!("HTTP {}{said}", status.as_u16());
-                if !(status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS) {
-                    // Another 4xx: the same request fails the same way again.
-                    return Delivery::Failed(secrets.redact(&format!("{reason} (not retried)")));
-                }
-                (reason, retry_after)
-            }
-            Err(e) => {
-                let e = e.without_url();
-                let reason = describe(&e);
-                if e.is_builder() || e.is_redirect() {
-                    return Delivery::Failed(secrets.redact(&reason));
-                }
-                (reason, None)
-            }
-        };
-        let reason = secrets.redact(&reason);
-        if retry >= policy.retries {
-            let attempts = retry + 1;
-            return Delivery::Failed(format!(
-                "{reason} (after {attempts} attempt{})",
-                if attempts == 1 { "" } else { "s" }
-            ));
+    let retries = backoff::Policy {
+        retries: policy.retries,
+        base: policy.backoff,
+        max: MAX_BACKOFF,
+    };
+    let mut attempts = 0u32;
+    let sent = backoff::retry_at_least(
+        retries,
+        || {
+            attempts += 1;
+            attempt(make().timeout(policy.timeout), secrets)
+        },
+        |f| f.retryable,
+        |f| {
+            f.retry_after
+                .map_or(Duration::ZERO, |d| d.min(MAX_RETRY_AFTER))
+        },
+        |f, retry, wait| {
+            tracing::warn!(
+                what,
+                retry,
+                error = %f.reason,
+                wait_ms = wait.as_millis() as u64,
+                "delivery failed; retrying"
+            )
+        },
+    )
+    .await;
+    match sent {
+        Ok(()) => Delivery::Delivered,
+        Err(f) if f.retryable => Delivery::Failed(format!(
+            "{} (after {attempts} attempt{})",
+            f.reason,
+            if attempts == 1 { "" } else { "s" }
+        )),
+        Err(f) => Delivery::Failed(f.reason),
+    }
+}
+
+/// Why one attempt failed.
+struct AttemptFailed {
+    /// One line, secrets removed.
+    reason: String,
+    /// Whether another attempt may succeed: 5xx, 429, timeouts, connection
+    /// errors; not another 4xx, a bad request or a redirect.
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+async fn attempt(req: reqwest::RequestBuilder, secrets: &Secrets) -> Result<(), AttemptFailed> {
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) => {
+            let status = resp.status();
+            let retry_after = retry_after(resp.headers());
+            let said = body_snippet(resp).await;
+            let reason = format!("HTTP {}{said}", status.as_u16());
+            let retryable =
+                status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+            // Another 4xx: the same request fails the same way again.
+            let reason = if retryable {
+                reason
+            } else {
+                format!("{reason} (not retried)")
+            };
+            Err(AttemptFailed {
+                reason: secrets.redact(&reason),
+                retryable,
+                retry_after,
+            })
         }
-        let wait = backoff::jittered(retry, policy.backoff, MAX_BACKOFF)
-            .max(retry_after.map_or(Duration::ZERO, |d| d.min(MAX_RETRY_AFTER)));
-        tracing::warn!(
-            what,
-            retry = retry + 1,
-            error = %reason,
-            wait_ms = wait.as_millis() as u64,
-            "delivery failed; retrying"
-        );
-        tokio::time::sleep(wait).await;
-        retry += 1;
+        Err(e) => {
+            let e = e.without_url();
+            Err(AttemptFailed {
+                reason: secrets.redact(&describe(&e)),
+                retryable: !(e.is_builder() || e.is_redirect()),
+                retry_after: None,
+            })
+        }
     }
 }
 
@@ -593,14 +629,11 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// The machine's name, for "which host sent this".
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name = if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
+    // gethostname(3) on Linux is uname(2)'s nodename.
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
     if name.is_empty() {
         "unknown-host".to_string()
     } else {

@@ -1,6 +1,6 @@
 //! PostgreSQL side: ask the server its version, pick client tools at least
-//! that new, and build their commands without ever putting the password on a
-//! command line (anyone can read argv with `ps`).
+//! that new, build their commands without ever putting the password on a
+//! command line (anyone can read argv with `ps`), and say how they ended.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -291,23 +291,41 @@ mod tls {
     }
 }
 
+/// Connects to `db` and asks the server its version.
 pub async fn server_info(db: &Database) -> Result<ServerInfo, JobError> {
     let client = connect(db).await?;
+    query_server_info(&client)
+        .await
+        .map_err(|e| JobError::permanent(Stage::Connect, format!("asking the server version: {e}")))
+}
+
+/// Asks the server on an open connection its version.
+pub async fn query_server_info(
+    client: &tokio_postgres::Client,
+) -> Result<ServerInfo, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
             &[],
         )
-        .await
-        .map_err(|e| {
-            JobError::permanent(Stage::Connect, format!("asking the server version: {e}"))
-        })?;
+        .await?;
     let num: i32 = row.get(0);
     let version: String = row.get(1);
     Ok(ServerInfo {
         version_num: num as u32,
         version: version.split_whitespace().next().unwrap_or("").to_string(),
     })
+}
+
+/// How a client tool that did not succeed ended, for an error message:
+/// "exited with status 1", "was killed by signal 9".
+pub fn exit_description(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "failed".to_string(),
+    }
 }
 
 /// A transaction that exported its snapshot for pg_dump (`--snapshot`):
@@ -589,6 +607,14 @@ pub fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exits_are_described_by_status_or_signal() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw;
+        assert_eq!(exit_description(status(1 << 8)), "exited with status 1");
+        assert_eq!(exit_description(status(9)), "was killed by signal 9");
+    }
 
     #[test]
     fn tool_versions() {

@@ -8,44 +8,29 @@ use crate::storage::{ObjectStore, Presigned};
 /// SigV4 presigned URLs live at most 7 days.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Parses `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m`.
+/// Parses `90s`, `30m`, `1h`, `7d`, or combinations like `1h30m` (any
+/// duration `humantime` reads, in whole numbers and whole seconds).
 pub fn parse_expiry(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty; use e.g. 30m, 1h or 7d".into());
     }
-    let mut total: u64 = 0;
-    let mut num = String::new();
-    for ch in s.chars() {
-        if ch.is_ascii_digit() {
-            num.push(ch);
-            continue;
-        }
-        let unit = match ch {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => {
-                return Err(format!(
-                    "{s:?}: unknown unit {ch:?}; use s, m, h or d (e.g. 30m, 1h, 7d)"
-                ))
-            }
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: a number must come before {ch:?} (e.g. 30m, 1h, 7d)"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        num.clear();
-    }
-    if !num.is_empty() {
+    if s.contains('.') {
         return Err(format!(
-            "{s:?}: the number needs a unit: s, m, h or d (e.g. {num}m)"
+            "{s:?}: whole numbers only; combine units instead (e.g. 1h30m)"
         ));
     }
-    let d = Duration::from_secs(total);
+    let d = humantime::parse_duration(s).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+            format!("{s:?}: the number needs a unit: s, m, h or d (e.g. {value}m)")
+        }
+        e => format!("{s:?}: {e}; use e.g. 30m, 1h or 7d"),
+    })?;
     if d.is_zero() {
         return Err(format!("{s:?} is zero"));
+    }
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: a presigned URL expires in whole seconds"));
     }
     if d > MAX_EXPIRY {
         return Err(format!(
@@ -80,8 +65,14 @@ mod tests {
         assert_eq!(parse_expiry("7d").unwrap(), MAX_EXPIRY);
         assert_eq!(parse_expiry("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_expiry(" 90s ").unwrap(), Duration::from_secs(90));
-        for bad in ["", "8d", "169h", "1x", "10", "h", "0m", "-1h", "1.5h"] {
+        assert_eq!(parse_expiry("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_expiry("1d12h").unwrap(), Duration::from_secs(129_600));
+        assert_eq!(parse_expiry("1w").unwrap(), MAX_EXPIRY);
+        for bad in [
+            "", "8d", "169h", "1x", "10", "0", "h", "0m", "-1h", "1.5h", "500ms", "1s500ms", "1M",
+        ] {
             assert!(parse_expiry(bad).is_err(), "{bad}");
         }
+        assert!(parse_expiry("10").unwrap_err().contains("needs a unit"));
     }
 }

@@ -22,7 +22,7 @@
 //! The target's password reaches the tools as PGPASSWORD, never in argv.
 
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
 use crate::archive::{HoldBack, PlainScanner, TocEntry};
+use crate::backoff;
 use crate::catalog::Backup;
 use crate::config::{Database, Format};
 use crate::error::{one_line, JobError, Stage};
@@ -298,38 +299,31 @@ pub(crate) async fn drop_database(
         ""
     };
     let sql = format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(name));
-    let mut last = None;
-    for _ in 0..20 {
-        match c.batch_execute(&sql).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-    }
-    let e = last.expect("tried");
-    Err(pg_err(
-        Stage::Restore,
-        &format!("dropping database {name:?}"),
-        &e,
-    ))
+    backoff::retry(
+        DROP_RETRIES,
+        || c.batch_execute(&sql),
+        |_| true,
+        |e, retry, wait| {
+            let wait_ms = wait.as_millis() as u64;
+            tracing::debug!(error = %e, retry, wait_ms, "cannot drop the database yet; retrying")
+        },
+    )
+    .await
+    .map_err(|e| pg_err(Stage::Restore, &format!("dropping database {name:?}"), &e))
 }
 
+/// A database is dropped once its last session has gone, which may take a
+/// moment after the tool that used it stopped: about 5 s of tries.
+const DROP_RETRIES: backoff::Policy = backoff::Policy {
+    retries: 19,
+    base: Duration::from_millis(250),
+    max: Duration::from_millis(250),
+};
+
 pub(crate) async fn server_info(c: &tokio_postgres::Client) -> Result<ServerInfo, JobError> {
-    let row = c
-        .query_one(
-            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
-            &[],
-        )
+    pg::query_server_info(c)
         .await
-        .map_err(|e| pg_err(Stage::Connect, "asking the server version", &e))?;
-    let num: i32 = row.get(0);
-    let version: String = row.get(1);
-    Ok(ServerInfo {
-        version_num: num as u32,
-        version: version.split_whitespace().next().unwrap_or("").to_string(),
-    })
+        .map_err(|e| pg_err(Stage::Connect, "asking the server version", &e))
 }
 
 pub(crate) async fn user_relations(
@@ -562,11 +556,13 @@ async fn run_parallel(
         .stderr(Stdio::piped());
     // The file has no name; pg_restore and its workers reach it through
     // this inherited descriptor.
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe work is allowed: one fcntl syscall, no allocation or
+    // lock. `fd` is open there: `file` stays open in the parent until the
+    // child has exited, and fork copied it.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::io::fcntl_setfd(BorrowedFd::borrow_raw(fd), rustix::io::FdFlags::empty())?;
             Ok(())
         });
     }
@@ -624,13 +620,8 @@ fn check_space(dir: &Path, dump_bytes: Option<u64>, stage: Stage) -> Result<(), 
 }
 
 pub(crate) fn free_bytes(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(dir)?;
+    Ok(st.f_bavail * st.f_frsize)
 }
 
 type Spawned = (Child, ChildStdin, JoinHandle<String>);
@@ -717,14 +708,7 @@ pub(crate) fn check_status(
     if status.success() {
         return Ok(());
     }
-    let how = match (
-        status.code(),
-        std::os::unix::process::ExitStatusExt::signal(&status),
-    ) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!("was killed by signal {s}"),
-        _ => "failed".to_string(),
-    };
+    let how = pg::exit_description(status);
     let said = last_lines(stderr_tail, 4);
     let said = if said.is_empty() {
         String::new()

@@ -1,77 +1,42 @@
 //! Cron schedule: parsing and the next firing, as pure functions of time.
 //!
 //! Standard 5-field expressions (`min hour dom mon dow`) and 6-field ones with
-//! seconds in front are accepted; always UTC. Day-of-week numbers follow
-//! standard cron (0 or 7 = Sunday, 1 = Monday), not the `cron` crate's own
-//! numbering (1 = Sunday), so `0 3 * * 1` means Monday as users expect.
+//! seconds in front are accepted; always UTC. Day-of-week numbers are
+//! standard cron (0 or 7 = Sunday, 1 = Monday). When both day-of-month and
+//! day-of-week are restricted, a day must match both (`0 3 1 * 1`: a Monday
+//! the 1st), not either as in Vixie cron.
 
-use std::str::FromStr;
+use chrono::{DateTime, SubsecRound, Utc};
 
-use chrono::{DateTime, Utc};
-use cron::Schedule;
-
-const DAYS: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
+/// A parsed expression.
+pub type Schedule = croner::Cron;
 
 /// Parses a 5- or 6-field expression.
 pub fn parse(expr: &str) -> Result<Schedule, String> {
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    let mut six: Vec<String> = match fields.len() {
-        5 => std::iter::once("0")
-            .chain(fields.iter().copied())
-            .map(String::from)
-            .collect(),
-        6 => fields.iter().map(|s| s.to_string()).collect(),
+    match expr.split_whitespace().count() {
+        5 | 6 => {}
         n => {
             return Err(format!(
                 "{expr:?} has {n} fields; expected 5 (min hour day month weekday) or 6 (with seconds first)"
             ))
         }
-    };
-    six[5] = weekday_names(&six[5])?;
-    Schedule::from_str(&six.join(" "))
-        .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
-}
-
-/// Rewrites standard day-of-week numbers as names; a number after `/` is a step.
-fn weekday_names(field: &str) -> Result<String, String> {
-    let mut out = String::new();
-    let mut digits = String::new();
-    let mut after_slash = false;
-    let flush = |digits: &mut String, out: &mut String, after_slash: bool| -> Result<(), String> {
-        if digits.is_empty() {
-            return Ok(());
-        }
-        if after_slash {
-            out.push_str(digits);
-        } else {
-            let n: usize = digits
-                .parse()
-                .map_err(|_| format!("bad weekday {digits:?}"))?;
-            let name = DAYS
-                .get(n)
-                .ok_or_else(|| format!("weekday {n} is out of range 0-7"))?;
-            out.push_str(name);
-        }
-        digits.clear();
-        Ok(())
-    };
-    for c in field.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-        } else {
-            flush(&mut digits, &mut out, after_slash)?;
-            after_slash = c == '/';
-            out.push(c);
-        }
     }
-    flush(&mut digits, &mut out, after_slash)?;
-    Ok(out)
+    croner::Cron::new(expr)
+        .with_seconds_optional()
+        .with_dom_and_dow()
+        .parse()
+        .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
 }
 
 /// The first firing strictly after `now`. Computed from the clock each time,
 /// so a suspended machine or a clock jump yields one catch-up run, not a burst.
+/// None when the schedule never fires again.
 pub fn next_after(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    schedule.after(&now).next()
+    // Firings fall on whole seconds: the first after `now` is the first
+    // after the start of its second.
+    schedule
+        .find_next_occurrence(&now.trunc_subsecs(0), false)
+        .ok()
 }
 
 /// How long the daemon sleeps before looking at the clock again: until
@@ -141,6 +106,44 @@ mod tests {
     }
 
     #[test]
+    fn day_of_month_and_weekday_must_both_match() {
+        // 2026-06-01 is the first Monday the 1st after 2026-01-25.
+        let s = parse("0 3 1 * 1").unwrap();
+        let n = next_after(&s, at("2026-01-25T00:00:00Z")).unwrap();
+        assert_eq!(n, at("2026-06-01T03:00:00Z"));
+        assert_eq!(n.weekday(), Weekday::Mon);
+        // Either one alone restricts by itself.
+        let firsts = parse("0 3 1 * *").unwrap();
+        assert_eq!(
+            next_after(&firsts, at("2026-01-25T00:00:00Z")).unwrap(),
+            at("2026-02-01T03:00:00Z")
+        );
+    }
+
+    #[test]
+    fn the_next_firing_is_a_whole_second_after_now() {
+        let s = parse("0 3 * * *").unwrap();
+        let just_before = at("2026-01-25T02:59:59.900Z");
+        assert_eq!(
+            next_after(&s, just_before).unwrap(),
+            at("2026-01-25T03:00:00Z")
+        );
+        let just_after = at("2026-01-25T03:00:00.100Z");
+        assert_eq!(
+            next_after(&s, just_after).unwrap(),
+            at("2026-01-26T03:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_has_no_next() {
+        assert_eq!(
+            next_after(&parse("0 0 30 2 *").unwrap(), at("2026-01-25T00:00:00Z")),
+            None
+        );
+    }
+
+    #[test]
     fn a_long_gap_gives_one_next_run_not_a_burst() {
         // After a week asleep, the next firing is the next one from now.
         let s = parse("0 * * * *").unwrap();
@@ -177,6 +180,8 @@ mod tests {
             "0 3 * * 8",
             "0 3 * * mon-fri-sat",
             "a b c d e",
+            "@daily",
+            "0 0 3 * * * 2026",
         ] {
             assert!(parse(e).is_err(), "{e}");
         }
