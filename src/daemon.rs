@@ -200,7 +200,7 @@ impl Daemon {
     }
 
     /// Start-up probes, then the schedule until `shutdown`, then a stop
-    /// within [`SHUTDOWN_BUDGET`].
+    /// within the shutdown budget (9.5 s).
     pub async fn serve(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         tokio::select! {

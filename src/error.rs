@@ -1,5 +1,5 @@
-//! Typed errors for the job layer. The storage layer has its own
-//! [`crate::storage::StoreError`] and knows no stages; the job and the daemon
+//! Typed errors for the job layer. A lower layer (storage) has its own error
+//! type and tells its [`Kind`] through [`Classified`]; the job and the daemon
 //! attach the [`Stage`] at their boundary. A [`Kind`] decides what the caller
 //! does: retry (the same split drives S3 part and webhook retries), give up,
 //! or exit 2 for a configuration problem. Cancellation is a kind, not a
@@ -78,6 +78,17 @@ pub enum Kind {
 
 pub type BoxError = Arc<dyn StdError + Send + Sync + 'static>;
 
+/// What an error of a lower layer says about itself, so that this module
+/// needs to know none of them.
+pub trait Classified: StdError + Send + Sync + 'static {
+    fn kind(&self) -> Kind;
+    /// A stage the error belongs to whatever the caller was doing (missing
+    /// credentials are a `credentials` failure, not an `upload` one).
+    fn stage(&self) -> Option<Stage> {
+        None
+    }
+}
+
 /// A failed job step: one line, never containing a secret, with the
 /// underlying error kept as its source.
 #[derive(Debug, Clone)]
@@ -128,18 +139,11 @@ impl JobError {
         Self::new(stage, Kind::Cancelled, message)
     }
 
-    /// A storage error, attached to the stage of the caller that met it.
-    pub fn storage(stage: Stage, e: crate::storage::StoreError) -> Self {
-        use crate::storage::StoreError as S;
-        let kind = match &e {
-            S::Transient { .. } => Kind::Transient,
-            S::Credentials { .. } => Kind::Config,
-            S::NotFound { .. } | S::AlreadyExists { .. } | S::Permanent { .. } => Kind::Permanent,
-        };
-        let stage = match &e {
-            S::Credentials { .. } => Stage::Credentials,
-            _ => stage,
-        };
+    /// A lower layer's error (storage), attached to the stage of the
+    /// caller that met it; its message and kind are its own.
+    pub fn storage(stage: Stage, e: impl Classified) -> Self {
+        let kind = e.kind();
+        let stage = e.stage().unwrap_or(stage);
         let message = e.to_string();
         Self::new(stage, kind, message).with_source(e)
     }

@@ -2,24 +2,39 @@
 //!
 //! # Layout
 //! Data flows one way: schedule -> job -> dump stream -> compress -> upload
-//! -> record (metrics, notify). A module uses only those listed below it.
+//! -> record (metrics, notify). A module uses only those listed below it
+//! (tests aside).
 //!
 //! - [`commands`]: one file per subcommand; the only place that prints.
+//! - [`daemon`]: `pgbackup run`: the schedule, start-up, tracked retention
+//!   and notification tasks, shutdown; over a [`clock::Clock`] and a
+//!   [`daemon::Runner`] so its rules are tested in paused time.
+//! - [`http`]: `/metrics`, `/health`, `/healthz` on a runtime of their own.
+//! - [`metrics`]: the Prometheus series, read from a job's [`job::Outcome`].
+//! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.
+//! - [`verify`]: integrity check and restore drill, over [`restore`].
+//! - [`restore`]: restore into a database, streamed or spooled for `--jobs`.
+//! - [`fetch`]: download -> sha256 -> decompression, into a sink.
+//! - [`presign`]: presigned URLs.
+//! - [`retention`]: which backups to delete (a pure plan), then deleting them.
 //! - [`job`]: one backup, pg_dump -> compression + sha256 -> storage parts,
 //!   returning an [`job::Outcome`] that others read.
-//! - [`pg`]: server version, choice of client tools, their commands and
-//!   how they ended.
-//! - [`storage`]: S3 multipart and local directory behind one type.
-//! - [`retention`]: which backups to delete (a pure plan), then deleting them.
-//! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.
-//! - [`config`]: the environment, validated once into [`config::Config`].
-//! - [`naming`], [`schedule`], [`backoff`]: pure logic, unit-tested without I/O.
-//! - [`restore`], [`verify`]: restore, integrity check and restore drill,
-//!   over [`fetch`] (download -> sha256 -> decompression), [`catalog`] (our
-//!   backups, `latest`), [`archive`] (what a dump says while it streams) and
-//!   [`manifest`] (row counts recorded at backup time); [`presign`] URLs;
-//!   [`seekable`] fills in a spooled archive's data offsets for `--jobs`.
-//! - [`error`]: typed errors that know their stage and whether a retry may help.
+//! - [`manifest`]: row counts recorded at backup time, in the dump's snapshot.
+//! - [`catalog`]: our backups in a store, newest first; `latest`.
+//! - [`lock`]: one backup at a time per store and prefix on this host.
+//! - [`pg`]: server version, client tools, their commands, how they ended,
+//!   connections and their errors.
+//! - [`storage`]: the [`storage::ObjectStore`] trait; S3, local directory
+//!   and memory stores; a fault-injecting wrapper; the conformance suite;
+//!   [`storage::StoreError`].
+//! - [`archive`], [`seekable`]: what a dump says while it streams; filling in
+//!   a spooled archive's data offsets.
+//! - [`naming`]: object names, pure.
+//! - [`config`]: the environment, validated once per concern.
+//! - [`schedule`], [`backoff`], [`clock`]: pure logic and time.
+//! - [`error`]: [`error::JobError`] with a stage and a kind that decides
+//!   retries and exit codes; [`error::ConfigError`].
+//! - [`logging`]: the tracing subscriber.
 
 pub mod archive;
 pub mod backoff;

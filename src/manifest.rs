@@ -19,7 +19,7 @@ use tokio::io::AsyncReadExt;
 use crate::config::{Config, Database};
 use crate::error::{JobError, Stage};
 use crate::pg;
-use crate::restore::{pg_err, quote_ident};
+use crate::pg::{pg_err, quote_ident};
 use crate::storage::{ObjectMeta, ObjectStore, ObjectWriter};
 
 /// What follows a backup's name in its manifest's name.

@@ -604,9 +604,28 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// A quoted SQL identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// One line from a tokio-postgres error: the server's message when there is one.
+pub fn pg_err(stage: Stage, what: &str, e: &tokio_postgres::Error) -> JobError {
+    let msg = match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => e.to_string(),
+    };
+    JobError::permanent(stage, format!("{what}: {msg}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b c"), "\"a\"\"b c\"");
+    }
 
     #[test]
     fn exits_are_described_by_status_or_signal() {

@@ -37,7 +37,7 @@ use crate::catalog::Backup;
 use crate::config::{Database, Format};
 use crate::error::{one_line, JobError, Stage};
 use crate::fetch::{self, Failure, Sink, Stored, Streamed};
-use crate::pg::{self, ServerInfo, Tools};
+use crate::pg::{self, pg_err, quote_ident, ServerInfo, Tools};
 use crate::seekable::OffsetRecorder;
 use crate::storage::ObjectStore;
 
@@ -724,27 +724,9 @@ fn last_lines(s: &str, n: usize) -> String {
     one_line(&lines[lines.len().saturating_sub(n)..].join("\n"))
 }
 
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// One line from a tokio-postgres error: the server's message when there is one.
-pub(crate) fn pg_err(stage: Stage, what: &str, e: &tokio_postgres::Error) -> JobError {
-    let msg = match e.as_db_error() {
-        Some(d) => format!("{}: {}", d.severity(), d.message()),
-        None => e.to_string(),
-    };
-    JobError::permanent(stage, format!("{what}: {msg}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("a\"b c"), "\"a\"\"b c\"");
-    }
 
     #[test]
     fn tool_errors_are_one_line_and_end_with_the_cause() {

@@ -24,7 +24,8 @@ use crate::error::{JobError, Stage};
 use crate::fetch::{self, Failure, Sink, Stored, Streamed};
 use crate::manifest;
 use crate::pg::{self, ServerInfo, Tools};
-use crate::restore::{self, pg_err, quote_ident};
+use crate::pg::{pg_err, quote_ident};
+use crate::restore;
 use crate::storage::ObjectStore;
 
 /// What an integrity check found.

@@ -216,6 +216,26 @@ impl StdError for StoreError {
     }
 }
 
+impl crate::error::Classified for StoreError {
+    fn kind(&self) -> crate::error::Kind {
+        use crate::error::Kind;
+        match self {
+            StoreError::Transient { .. } => Kind::Transient,
+            StoreError::Credentials { .. } => Kind::Config,
+            StoreError::NotFound { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::Permanent { .. } => Kind::Permanent,
+        }
+    }
+
+    fn stage(&self) -> Option<crate::error::Stage> {
+        match self {
+            StoreError::Credentials { .. } => Some(crate::error::Stage::Credentials),
+            _ => None,
+        }
+    }
+}
+
 /// What a presign gives: a URL anyone can GET, or a path on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Presigned {
