@@ -92,12 +92,23 @@ pub async fn run(
     }
 }
 
-async fn backup(
+/// What a backup knows before pg_dump starts.
+struct Prepared {
+    server: pg::ServerInfo,
+    tools: pg::Tools,
+    key: String,
+    snapshot: Option<pg::Snapshot>,
+    /// Held until the backup ends.
+    _lock: crate::lock::PrefixLock,
+}
+
+/// Credentials, the server and its tools, the prefix lock, a free name and
+/// the snapshot: everything that may fail before any dump starts.
+async fn prepare(
     cfg: &Config,
     storage: &dyn ObjectStore,
     cancel: &CancellationToken,
-    priority: Priority,
-) -> Result<BackupReport, JobError> {
+) -> Result<Prepared, JobError> {
     // Missing credentials fail here, in one line, before any dump starts.
     cancellable(cancel, async {
         storage
@@ -111,18 +122,18 @@ async fn backup(
     tracing::debug!(server = %server.version, pg_dump = %tools.version_line, "versions");
     // One run per store and prefix on this host, then a name nobody holds:
     // a backup never replaces another (the store's commit checks again).
-    let Some(_lock) = crate::lock::acquire(&storage.describe(), &cfg.store.prefix, cancel).await
+    let Some(lock) = crate::lock::acquire(&storage.describe(), &cfg.store.prefix, cancel).await
     else {
         return Err(cancelled());
     };
     let key = cancellable(cancel, free_name(storage, cfg, Utc::now())).await?;
     // The manifest reads the dump's own snapshot, unless the user chose one.
-    let snapshot = if cfg
+    let own_snapshot = cfg
         .dump
         .pg_dump_options
         .iter()
-        .any(|o| o.starts_with("--snapshot") || o == "--serializable-deferrable")
-    {
+        .any(|o| o.starts_with("--snapshot") || o == "--serializable-deferrable");
+    let snapshot = if own_snapshot {
         None
     } else {
         cancellable(cancel, async {
@@ -130,7 +141,23 @@ async fn backup(
         })
         .await?
     };
+    Ok(Prepared {
+        server,
+        tools,
+        key,
+        snapshot,
+        _lock: lock,
+    })
+}
 
+/// pg_dump as this backup runs it: our compression, the exported
+/// snapshot, the user's options, its own process group, maybe reniced.
+fn pg_dump_command(
+    cfg: &Config,
+    tools: &pg::Tools,
+    snapshot: Option<&pg::Snapshot>,
+    priority: Priority,
+) -> tokio::process::Command {
     let mut cmd = tools.command("pg_dump", &cfg.dump.database);
     cmd.arg("--no-password")
         .arg(format!("--format={}", cfg.dump.format.as_str()));
@@ -138,7 +165,7 @@ async fn backup(
         // We compress the stream ourselves, faster and in one place.
         cmd.arg("--compress=0");
     }
-    if let Some(s) = &snapshot {
+    if let Some(s) = snapshot {
         cmd.arg(format!("--snapshot={}", s.id));
     }
     cmd.args(&cfg.dump.pg_dump_options)
@@ -162,6 +189,23 @@ async fn backup(
             });
         }
     }
+    cmd
+}
+
+async fn backup(
+    cfg: &Config,
+    storage: &dyn ObjectStore,
+    cancel: &CancellationToken,
+    priority: Priority,
+) -> Result<BackupReport, JobError> {
+    let Prepared {
+        server,
+        tools,
+        key,
+        snapshot,
+        _lock,
+    } = prepare(cfg, storage, cancel).await?;
+    let mut cmd = pg_dump_command(cfg, &tools, snapshot.as_ref(), priority);
     let mut child = cmd.spawn().map_err(|e| {
         JobError::permanent(
             Stage::Dump,
@@ -241,21 +285,7 @@ async fn backup(
             Err(e)
         }
         Ok(counts) => {
-            let mut meta = ObjectMeta {
-                sha256: counts.sha256.clone(),
-                ..Default::default()
-            };
-            for (k, v) in [
-                ("dump-bytes", counts.dump_bytes.to_string()),
-                ("format", cfg.dump.format.as_str().to_string()),
-                ("compression", cfg.dump.compression.as_str().to_string()),
-                ("database", cfg.dump.database.name().to_string()),
-                ("server-version", server.version.clone()),
-                ("pg-dump-version", tools.major.to_string()),
-                ("pgbackup-version", env!("CARGO_PKG_VERSION").to_string()),
-            ] {
-                meta.extra.insert(k.to_string(), ascii_only(&v));
-            }
+            let meta = object_meta(cfg, &counts, &server, &tools);
             if cancel.is_cancelled() {
                 writer.abort().await;
                 return Err(cancelled());
@@ -312,6 +342,31 @@ async fn free_name(
         Stage::Upload,
         format!("no free backup name in the {NAME_TRIES} s after {at}"),
     ))
+}
+
+/// What travels with the stored backup.
+fn object_meta(
+    cfg: &Config,
+    counts: &Counts,
+    server: &pg::ServerInfo,
+    tools: &pg::Tools,
+) -> ObjectMeta {
+    let mut meta = ObjectMeta {
+        sha256: counts.sha256.clone(),
+        ..Default::default()
+    };
+    for (k, v) in [
+        ("dump-bytes", counts.dump_bytes.to_string()),
+        ("format", cfg.dump.format.as_str().to_string()),
+        ("compression", cfg.dump.compression.as_str().to_string()),
+        ("database", cfg.dump.database.name().to_string()),
+        ("server-version", server.version.clone()),
+        ("pg-dump-version", tools.major.to_string()),
+        ("pgbackup-version", env!("CARGO_PKG_VERSION").to_string()),
+    ] {
+        meta.extra.insert(k.to_string(), ascii_only(&v));
+    }
+    meta
 }
 
 /// Kills pg_dump's whole process group when stopped early, including when
