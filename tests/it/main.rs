@@ -8,6 +8,7 @@ mod bundle;
 mod config_cli;
 mod daemon;
 mod faults;
+mod job;
 pub mod notify;
 mod proxy;
 mod recovery;
