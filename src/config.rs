@@ -63,6 +63,10 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_MAX_AGE_HOURS",
     "BACKUP_VERIFY_DATABASE_URL",
     "BACKUP_VERIFY_SQL",
+    "BACKUP_PUSHGATEWAY_URL",
+    "BACKUP_PUSHGATEWAY_JOB",
+    "BACKUP_INSTANCE",
+    "BACKUP_TEXTFILE_DIR",
 ];
 
 /// The value a variable takes when it is unset or empty, parsed by the same
@@ -88,6 +92,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("BACKUP_NOTIFY_ON", "failure"),
     ("BACKUP_LISTEN_ADDRESS", "0.0.0.0:9854"),
     ("BACKUP_MAX_AGE_HOURS", "25"),
+    ("BACKUP_PUSHGATEWAY_JOB", "backup"),
 ];
 
 /// BACKUP_COMPRESSION_LEVEL's default depends on BACKUP_COMPRESSION.
@@ -210,6 +215,7 @@ from_vars!(
     DaemonConfig,
     VerifyConfig,
     DrillConfig,
+    BatchConfig,
 );
 
 /// A value that must never reach a log line, an error or Debug output.
@@ -711,6 +717,73 @@ pub struct VerifyConfig {
     pub verify_sql: Option<String>,
 }
 
+/// Where a one-shot run (`backup`, `SINGLE_SHOT_MODE`, `prune`, `verify
+/// --restore`) publishes its metrics: a Pushgateway, a textfile for
+/// node_exporter, both or neither.
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// The Pushgateway's base URL; user and password in it are sent as
+    /// basic auth and never logged.
+    pub pushgateway: Option<Secret>,
+    /// The `job` of the pushed group and of the textfile's series.
+    pub job: String,
+    /// The `instance`: stable across runs (a CronJob's host name is not).
+    pub instance: String,
+    pub textfile_dir: Option<PathBuf>,
+}
+
+impl BatchConfig {
+    pub fn read(v: &Vars) -> Result<BatchConfig, ConfigError> {
+        let pushgateway = v
+            .get("BACKUP_PUSHGATEWAY_URL")?
+            .map(|u| http_url("BACKUP_PUSHGATEWAY_URL", u))
+            .transpose()?;
+        let label = |var: &'static str, s: &str| -> Result<String, ConfigError> {
+            let s = s.trim();
+            if s.is_empty() || s.chars().any(|c| c.is_control()) {
+                return Err(invalid(var, format!("{s:?} is not a label value")));
+            }
+            Ok(s.to_string())
+        };
+        let job = label(
+            "BACKUP_PUSHGATEWAY_JOB",
+            v.or_default("BACKUP_PUSHGATEWAY_JOB")?,
+        )?;
+        let instance = match v.get("BACKUP_INSTANCE")? {
+            Some(i) => label("BACKUP_INSTANCE", i)?,
+            None => host_name(),
+        };
+        let textfile_dir = v
+            .get("BACKUP_TEXTFILE_DIR")?
+            .map(|d| PathBuf::from(d.trim()));
+        Ok(BatchConfig {
+            pushgateway,
+            job,
+            instance,
+            textfile_dir,
+        })
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.pushgateway.is_some() || self.textfile_dir.is_some()
+    }
+}
+
+/// The machine's name: the default `instance`, and "which host sent this"
+/// in notifications.
+pub fn host_name() -> String {
+    // gethostname(3) on Linux is uname(2)'s nodename.
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    if name.is_empty() {
+        "unknown-host".to_string()
+    } else {
+        name
+    }
+}
+
 impl VerifyConfig {
     pub fn read(v: &Vars) -> Result<VerifyConfig, ConfigError> {
         Ok(VerifyConfig {
@@ -781,6 +854,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub daemon: DaemonConfig,
     pub verify: VerifyConfig,
+    pub batch: BatchConfig,
 }
 
 impl Config {
@@ -793,6 +867,7 @@ impl Config {
         let daemon = DaemonConfig::read(v)?;
         let verify = VerifyConfig::read(v)?;
         verify.check_scratch(Some(&dump.database))?;
+        let batch = BatchConfig::read(v)?;
         Ok(Config {
             store,
             dump,
@@ -801,6 +876,7 @@ impl Config {
             notify,
             daemon,
             verify,
+            batch,
         })
     }
 

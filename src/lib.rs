@@ -38,6 +38,7 @@
 
 pub mod archive;
 pub mod backoff;
+pub mod batch;
 pub mod catalog;
 pub mod clock;
 pub mod commands;

@@ -629,16 +629,7 @@ fn describe(e: &reqwest::Error) -> String {
 
 /// The machine's name, for "which host sent this".
 pub fn host_name() -> String {
-    // gethostname(3) on Linux is uname(2)'s nodename.
-    let name = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
-    if name.is_empty() {
-        "unknown-host".to_string()
-    } else {
-        name
-    }
+    crate::config::host_name()
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

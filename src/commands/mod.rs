@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 use std::sync::Arc;
 
-use crate::config::{Config, RetentionSettings, StoreConfig, Vars};
+use crate::config::{BatchConfig, Config, DumpConfig, RetentionSettings, StoreConfig, Vars};
 use crate::error::ConfigError;
 use crate::storage::ObjectStore;
 
@@ -62,7 +62,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune { dry_run } => {
             let vars = Vars::from_env()?;
             let store = StoreConfig::read(&vars)?;
-            prune::run(&store, &RetentionSettings::read(&vars)?, dry_run).await
+            let settings = RetentionSettings::read(&vars)?;
+            let batch = BatchConfig::read(&vars)?;
+            let database = DumpConfig::read_database(&vars)?;
+            prune::run(&store, &settings, &batch, database.as_ref(), dry_run).await
         }
         Command::List(a) => list::run(a).await,
         Command::Restore(a) => restore::run(a).await,
@@ -80,6 +83,36 @@ fn load_config() -> Result<Config, ConfigError> {
 /// restoring after the server is lost does not need its URL.
 async fn open_storage(store: &StoreConfig) -> Arc<dyn ObjectStore> {
     crate::storage::open(&store.backend).await
+}
+
+/// The `database` label of a command that needs no database: the URL's
+/// database when one is configured, else the one the newest backup names.
+async fn database_label(
+    configured: Option<&crate::config::Database>,
+    storage: &dyn ObjectStore,
+    prefix: &str,
+) -> String {
+    if let Some(db) = configured {
+        return db.name().to_string();
+    }
+    let newest = crate::catalog::list(storage, prefix, crate::error::Stage::Verify)
+        .await
+        .ok()
+        .and_then(|b| b.into_iter().next());
+    match newest {
+        Some(b) => storage
+            .head(&b.key)
+            .await
+            .ok()
+            .and_then(|m| m.extra.get("database").cloned())
+            .map(|d| {
+                percent_encoding::percent_decode_str(&d)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_else(|| "unknown".into()),
+        None => "unknown".into(),
+    }
 }
 
 /// The one line printed for a failed command: the chain of contexts down

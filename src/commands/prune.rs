@@ -3,7 +3,10 @@
 
 use chrono::Utc;
 
-use crate::config::{RetentionSettings, StoreConfig};
+use crate::batch::{self, Command};
+use crate::config::{BatchConfig, Database, RetentionSettings, StoreConfig};
+use crate::error::Stage;
+use crate::metrics::Metrics;
 use crate::naming;
 use crate::pg::human_bytes;
 use crate::retention;
@@ -11,11 +14,30 @@ use crate::retention;
 pub async fn run(
     store: &StoreConfig,
     settings: &RetentionSettings,
+    batch_cfg: &BatchConfig,
+    database: Option<&Database>,
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let storage = super::open_storage(store).await;
     let now = Utc::now();
-    let report = retention::apply(storage.as_ref(), &store.prefix, settings, now, dry_run).await?;
+    let pass = retention::apply(storage.as_ref(), &store.prefix, settings, now, dry_run).await;
+    // A dry run changes nothing, so it publishes nothing.
+    if batch_cfg.is_enabled() && !dry_run {
+        let db = super::database_label(database, storage.as_ref(), &store.prefix).await;
+        let metrics = Metrics::new(&db, "unknown");
+        match &pass {
+            Ok(r) => {
+                metrics.add_retention_deleted(r.deleted.len() as u64);
+                metrics.set_stored(r.stored_objects, r.stored_bytes);
+                if r.error().is_some() {
+                    metrics.count_failure(Stage::Retention);
+                }
+            }
+            Err(_) => metrics.count_failure(Stage::Retention),
+        }
+        batch::publish(batch_cfg, Command::Prune, &metrics, &[]).await;
+    }
+    let report = pass?;
     let age = |key: &str| {
         naming::parse(&store.prefix, key)
             .map(|p| match (now - p.time).num_days() {

@@ -1,8 +1,10 @@
 //! `pgbackup verify <NAME|latest> [--restore]`.
 
+use crate::batch::{self, Command};
 use crate::catalog;
-use crate::config::{DrillConfig, DumpConfig, StoreConfig, Vars};
+use crate::config::{BatchConfig, DrillConfig, DumpConfig, StoreConfig, Vars};
 use crate::error::Stage;
+use crate::metrics::Metrics;
 use crate::verify;
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +34,32 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         on_signal.cancel();
     });
     if let Some(drill) = drill {
-        let r = verify::drill_until(&drill, storage.as_ref(), &a.name, &cancel).await?;
+        let result = verify::drill_until(&drill, storage.as_ref(), &a.name, &cancel).await;
+        let batch_cfg = BatchConfig::read(&vars)?;
+        let stopped = matches!(&result, Err(e) if e.is_cancelled());
+        if batch_cfg.is_enabled() && !stopped {
+            let db =
+                super::database_label(drill.source.as_ref(), storage.as_ref(), &store.prefix).await;
+            let metrics = Metrics::new(&db, "unknown");
+            let unknown: &[&str] = match &result {
+                Ok(_) => {
+                    metrics.set_verified(chrono::Utc::now());
+                    &[]
+                }
+                // A failed drill must not erase the time of the last good one.
+                Err(_) => {
+                    metrics.count_failure(Stage::Verify);
+                    if let Some(t) =
+                        batch::previous(&batch_cfg, Command::Verify, batch::LAST_VERIFIED)
+                    {
+                        metrics.set_verified(t);
+                    }
+                    &[batch::LAST_VERIFIED]
+                }
+            };
+            batch::publish(&batch_cfg, Command::Verify, &metrics, unknown).await;
+        }
+        let r = result?;
         tracing::info!(
             object = %r.key,
             scratch = %r.scratch,
