@@ -4,6 +4,7 @@
 mod harness;
 
 mod backup;
+mod batch;
 mod bundle;
 mod config_cli;
 mod daemon;
