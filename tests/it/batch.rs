@@ -148,7 +148,7 @@ fn a_pushed_backup_reaches_prometheus_and_a_failed_run_keeps_the_last_success() 
     });
     let failures = prom_value(
         &prom,
-        &format!("backup_failures_total{{job=\"backup\",instance=\"cron-1\",stage=\"connect\"}}"),
+        "backup_failures_total{job=\"backup\",instance=\"cron-1\",stage=\"connect\"}",
     );
     assert_eq!(failures, 1.0);
     let kept = prom_value(

@@ -67,6 +67,10 @@ type Shortening = (&'static str, &'static [(&'static str, &'static str, usize)])
 const SHORTER: &[Shortening] = &[
     ("BackupExporterDown", &[("for: 5m", "for: 5s", 1)]),
     (
+        "BackupJobNotPushing",
+        &[("25 * 3600", "20", 2), ("for: 5m", "for: 0s", 1)],
+    ),
+    (
         "BackupTooOld",
         &[("25 * 3600", "20", 1), ("for: 5m", "for: 0s", 1)],
     ),
