@@ -67,6 +67,34 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_PUSHGATEWAY_JOB",
     "BACKUP_INSTANCE",
     "BACKUP_TEXTFILE_DIR",
+    "BACKUP_DATABASE_URL_FILE",
+    "POSTGRES_PASSWORD_FILE",
+    "AWS_ACCESS_KEY_ID_FILE",
+    "AWS_SECRET_ACCESS_KEY_FILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SESSION_TOKEN_FILE",
+    "BACKUP_WEBHOOK_URL_FILE",
+    "BACKUP_HEARTBEAT_URL_FILE",
+    "BACKUP_PUSHGATEWAY_URL_FILE",
+    "BACKUP_VERIFY_DATABASE_URL_FILE",
+];
+
+/// The variables that hold secrets: each also comes from a file, named by
+/// `<NAME>_FILE` (the convention of the official postgres and MinIO images,
+/// Docker secrets and Kubernetes secret volumes).
+pub const SECRETS: &[(&str, &str)] = &[
+    ("BACKUP_DATABASE_URL", "BACKUP_DATABASE_URL_FILE"),
+    ("POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE"),
+    ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID_FILE"),
+    ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY_FILE"),
+    ("AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN_FILE"),
+    ("BACKUP_WEBHOOK_URL", "BACKUP_WEBHOOK_URL_FILE"),
+    ("BACKUP_HEARTBEAT_URL", "BACKUP_HEARTBEAT_URL_FILE"),
+    ("BACKUP_PUSHGATEWAY_URL", "BACKUP_PUSHGATEWAY_URL_FILE"),
+    (
+        "BACKUP_VERIFY_DATABASE_URL",
+        "BACKUP_VERIFY_DATABASE_URL_FILE",
+    ),
 ];
 
 /// The value a variable takes when it is unset or empty, parsed by the same
@@ -154,8 +182,20 @@ impl Vars {
     {
         // Empty means unset: compose files and templates often write `VAR=`.
         let set = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
-        let values: BTreeMap<String, String> =
+        let mut values: BTreeMap<String, String> =
             envy::from_iter(set).map_err(|e| ConfigError::new("environment", e.to_string()))?;
+        for (var, file_var) in SECRETS {
+            let Some(path) = values.remove(&file_var.to_lowercase()) else {
+                continue;
+            };
+            if values.contains_key(&var.to_lowercase()) {
+                return Err(ConfigError::new(
+                    file_var,
+                    format!("{var} is set too; set one of the two"),
+                ));
+            }
+            values.insert(var.to_lowercase(), read_secret(file_var, path.trim())?);
+        }
         Ok(Vars {
             values,
             not_unicode,
@@ -178,6 +218,26 @@ impl Vars {
             None => default_of(var).ok_or_else(|| ConfigError::new(var, "not set")),
         }
     }
+}
+
+/// A secret's value from its file, read once at start-up; one trailing
+/// newline (as `echo` and editors leave) is not part of it. The error names
+/// the variable and the path, never the content.
+fn read_secret(file_var: &'static str, path: &str) -> Result<String, ConfigError> {
+    let raw =
+        std::fs::read(path).map_err(|e| invalid(file_var, format!("cannot read {path:?}: {e}")))?;
+    let mut value = String::from_utf8(raw)
+        .map_err(|_| invalid(file_var, format!("{path:?} is not UTF-8 text")))?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    if value.trim().is_empty() {
+        return Err(invalid(file_var, format!("{path:?} is empty")));
+    }
+    Ok(value)
 }
 
 /// A configuration error whose message is one line, whatever the input held.
@@ -414,6 +474,10 @@ pub enum StorageConfig {
         endpoint: Option<String>,
         region: String,
         force_path_style: bool,
+        /// Access key id, secret and session token, when configured
+        /// (directly or from `_FILE`s); None: the AWS default chain
+        /// (profile, web identity, instance role).
+        credentials: Option<(Secret, Secret, Option<Secret>)>,
     },
     Local {
         dir: PathBuf,
@@ -513,6 +577,24 @@ impl StoreConfig {
                 endpoint: v.get("AWS_S3_ENDPOINT")?.map(endpoint).transpose()?,
                 region: region(v.or_default("AWS_S3_REGION")?)?,
                 force_path_style: parse_bool(v, "AWS_S3_FORCE_PATH_STYLE")?,
+                credentials: match (v.get("AWS_ACCESS_KEY_ID")?, v.get("AWS_SECRET_ACCESS_KEY")?) {
+                    (Some(id), Some(secret)) => Some((
+                        Secret::new(id.trim()),
+                        Secret::new(secret.trim()),
+                        v.get("AWS_SESSION_TOKEN")?.map(|t| Secret::new(t.trim())),
+                    )),
+                    (None, None) => None,
+                    (Some(_), None) => {
+                        return Err(invalid(
+                            "AWS_SECRET_ACCESS_KEY",
+                            "not set, but AWS_ACCESS_KEY_ID is: set both (or their _FILE forms)",
+                        ))
+                    }
+                    (None, Some(_)) => return Err(invalid(
+                        "AWS_ACCESS_KEY_ID",
+                        "not set, but AWS_SECRET_ACCESS_KEY is: set both (or their _FILE forms)",
+                    )),
+                },
             },
             (None, Some(dir)) => StorageConfig::Local {
                 dir: PathBuf::from(dir),
@@ -1167,7 +1249,8 @@ mod tests {
                 bucket: "backups".into(),
                 endpoint: Some("https://acc.r2.cloudflarestorage.com".into()),
                 region: "auto".into(),
-                force_path_style: true
+                force_path_style: true,
+                credentials: None,
             }
         );
         assert_eq!(c.dump.compression, Compression::DEFAULT);
@@ -1686,5 +1769,101 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn secret_file(content: &str) -> std::path::PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("pgbackup-secret-{:016x}", rand::random::<u64>()));
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Vars, ConfigError> {
+        Vars::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn every_secret_comes_from_its_file_with_one_newline_trimmed() {
+        for (var, file_var) in SECRETS {
+            let f = secret_file("s3cr3t value\n\n");
+            let v = with(&[(file_var, f.to_str().unwrap())]).unwrap();
+            assert_eq!(v.get(var).unwrap(), Some("s3cr3t value\n"), "{var}");
+            let f2 = secret_file("tok\r\n");
+            let v = with(&[(file_var, f2.to_str().unwrap())]).unwrap();
+            assert_eq!(v.get(var).unwrap(), Some("tok"), "{var}");
+            let _ = std::fs::remove_file(f);
+            let _ = std::fs::remove_file(f2);
+        }
+    }
+
+    #[test]
+    fn secret_file_errors_name_the_variable_and_never_the_content() {
+        let f = secret_file("postgres://u:hunter2@db/app");
+        let path = f.to_str().unwrap();
+        let e = with(&[
+            ("BACKUP_DATABASE_URL_FILE", path),
+            ("BACKUP_DATABASE_URL", "postgres://u:other@db/app"),
+        ])
+        .err()
+        .expect("both set is an error");
+        assert_eq!(e.var, "BACKUP_DATABASE_URL_FILE");
+        assert!(e.message.contains("BACKUP_DATABASE_URL is set too"), "{e}");
+        assert!(!e.to_string().contains("hunter2") && !e.to_string().contains("other"));
+
+        let e = with(&[("AWS_SECRET_ACCESS_KEY_FILE", "/nonexistent/secret")])
+            .err()
+            .expect("a missing file is an error");
+        assert_eq!(e.var, "AWS_SECRET_ACCESS_KEY_FILE");
+        assert!(e.message.contains("/nonexistent/secret"), "{e}");
+
+        let empty = secret_file("\n");
+        let e = with(&[("POSTGRES_PASSWORD_FILE", empty.to_str().unwrap())])
+            .err()
+            .expect("an empty file is an error");
+        assert!(e.message.contains("empty"), "{e}");
+        let _ = std::fs::remove_file(f);
+        let _ = std::fs::remove_file(empty);
+    }
+
+    #[test]
+    fn s3_credentials_come_together_from_variables_or_files() {
+        let id = secret_file("GKid\n");
+        let secret = secret_file("verysecret\n");
+        let store = StoreConfig::read(
+            &with(&[
+                ("AWS_S3_BUCKET", "b"),
+                ("AWS_ACCESS_KEY_ID_FILE", id.to_str().unwrap()),
+                ("AWS_SECRET_ACCESS_KEY_FILE", secret.to_str().unwrap()),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        match store.backend {
+            StorageConfig::S3 {
+                credentials: Some((i, s, None)),
+                ..
+            } => assert_eq!((i.expose(), s.expose()), ("GKid", "verysecret")),
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!(
+            "{:?}",
+            StoreConfig::read(
+                &with(&[
+                    ("AWS_S3_BUCKET", "b"),
+                    ("AWS_ACCESS_KEY_ID", "a"),
+                    ("AWS_SECRET_ACCESS_KEY", "verysecret")
+                ])
+                .unwrap()
+            )
+            .unwrap()
+        )
+        .contains("verysecret"));
+        let e = StoreConfig::read(
+            &with(&[("AWS_S3_BUCKET", "b"), ("AWS_ACCESS_KEY_ID", "a")]).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "AWS_SECRET_ACCESS_KEY");
+        let _ = std::fs::remove_file(id);
+        let _ = std::fs::remove_file(secret);
     }
 }

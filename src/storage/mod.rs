@@ -320,8 +320,22 @@ pub async fn open(cfg: &StorageConfig) -> Arc<dyn ObjectStore> {
             endpoint,
             region,
             force_path_style,
+            credentials,
         } => Arc::new(
-            s3::S3Storage::new(bucket, endpoint.as_deref(), region, *force_path_style).await,
+            s3::S3Storage::new(
+                bucket,
+                endpoint.as_deref(),
+                region,
+                *force_path_style,
+                credentials.as_ref().map(|(id, secret, token)| {
+                    (
+                        id.expose(),
+                        secret.expose(),
+                        token.as_ref().map(|t| t.expose()),
+                    )
+                }),
+            )
+            .await,
         ),
         StorageConfig::Local { dir } => Arc::new(local::LocalStorage::new(dir)),
     }

@@ -47,11 +47,27 @@ pub struct S3Storage {
 }
 
 impl S3Storage {
-    pub async fn new(bucket: &str, endpoint: Option<&str>, region: &str, path_style: bool) -> Self {
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.to_string()))
-            .load()
-            .await;
+    /// `credentials`: an access key id and secret given to pgbackup (its
+    /// environment or `_FILE`s); without them, the AWS default chain.
+    pub async fn new(
+        bucket: &str,
+        endpoint: Option<&str>,
+        region: &str,
+        path_style: bool,
+        credentials: Option<(&str, &str, Option<&str>)>,
+    ) -> Self {
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string()));
+        if let Some((id, secret, token)) = credentials {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                id,
+                secret,
+                token.map(String::from),
+                None,
+                "pgbackup",
+            ));
+        }
+        let sdk = loader.load().await;
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(3))

@@ -111,3 +111,77 @@ fn two_backups_started_in_the_same_second_are_both_kept() {
         }
     }
 }
+
+/// Every secret from a file, as Docker and Kubernetes secrets give them:
+/// the backup reaches Garage, and no secret shows in its output.
+#[test]
+fn secrets_from_files_reach_the_database_and_the_store() {
+    let (pg, g) = (pg(), garage());
+    let db = pg.fresh_db("secretfiles");
+    load_fixture(pg, &db, 100);
+    let bucket = g.bucket("secretfiles");
+    let dir = temp_dir("secretfiles");
+    let env_of_garage = g.env(&bucket);
+    let get = |k: &str| {
+        env_of_garage
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let (key_id, secret) = (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY"));
+    let write = |name: &str, value: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let home = temp_dir("secretfiles-home");
+    let mut env: Vec<(String, String)> = env_of_garage
+        .iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS") && !k.starts_with("AWS_SECRET"))
+        .cloned()
+        .collect();
+    env.extend(vars(&[
+        ("BACKUP_DATABASE_URL_FILE", &write("url", &pg.url(&db))),
+        ("AWS_ACCESS_KEY_ID_FILE", &write("id", &key_id)),
+        ("AWS_SECRET_ACCESS_KEY_FILE", &write("secret", &secret)),
+        // Nothing else could provide credentials.
+        ("HOME", home.to_str().unwrap()),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]));
+    let run = pgbackup(&["backup"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(g.backup_keys(&bucket).len(), 1);
+    for s in [&secret, &pg.password] {
+        assert!(!run.all().contains(s.as_str()), "a secret in the output");
+    }
+    // The storage-only commands read the same files.
+    let run = pgbackup(&["list"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    // A variable and its file both set: exit 2, naming the file variable.
+    let mut both = env.clone();
+    both.push(("AWS_SECRET_ACCESS_KEY".into(), secret.clone()));
+    let run = pgbackup(&["backup"], &both);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("invalid AWS_SECRET_ACCESS_KEY_FILE"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(secret.as_str()));
+    // A file that cannot be read: exit 2, naming the variable and the path.
+    let mut missing = env.clone();
+    for (k, v) in missing.iter_mut() {
+        if k == "BACKUP_DATABASE_URL_FILE" {
+            *v = "/nonexistent/url".into();
+        }
+    }
+    let run = pgbackup(&["backup"], &missing);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("BACKUP_DATABASE_URL_FILE") && run.stderr.contains("/nonexistent/url"),
+        "{}",
+        run.stderr
+    );
+}
