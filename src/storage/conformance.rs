@@ -45,6 +45,14 @@ async fn read_all(store: &dyn ObjectStore, key: &str) -> Vec<u8> {
     out
 }
 
+async fn nothing_pending(store: &dyn ObjectStore, prefix: &str, why: &str) {
+    let pending = store
+        .pending_uploads(prefix)
+        .await
+        .expect("pending uploads");
+    assert!(pending.is_empty(), "{why}: {pending:?}");
+}
+
 async fn empty_prefix_lists_nothing(store: &dyn ObjectStore, prefix: &str) {
     let got = store.list(prefix).await.expect("list of an empty prefix");
     assert!(got.is_empty(), "an unused prefix lists {got:?}");
@@ -101,14 +109,7 @@ async fn multi_part_round_trip(store: &dyn ObjectStore, prefix: &str) {
         got.len()
     );
     assert_eq!(store.head(&key).await.expect("head").sha256, "cd34");
-    assert!(
-        store
-            .pending_uploads(prefix)
-            .await
-            .expect("pending")
-            .is_empty(),
-        "a committed upload is not pending"
-    );
+    nothing_pending(store, prefix, "a committed upload is not pending").await;
     store.delete(&[key]).await.expect("delete");
 }
 
@@ -129,14 +130,7 @@ async fn nothing_is_visible_before_commit_and_abort_leaves_nothing(
     );
     w.abort().await;
     assert!(store.list(prefix).await.expect("list").is_empty());
-    assert!(
-        store
-            .pending_uploads(prefix)
-            .await
-            .expect("pending")
-            .is_empty(),
-        "abort left a pending upload"
-    );
+    nothing_pending(store, prefix, "abort left a pending upload").await;
 }
 
 async fn commit_never_overwrites(store: &dyn ObjectStore, prefix: &str) {
@@ -167,14 +161,7 @@ async fn commit_never_overwrites(store: &dyn ObjectStore, prefix: &str) {
             "the winner is intact"
         );
         assert_eq!(store.head(&key).await.expect("head").sha256, "1111");
-        assert!(
-            store
-                .pending_uploads(prefix)
-                .await
-                .expect("pending")
-                .is_empty(),
-            "a refused commit left a pending upload"
-        );
+        nothing_pending(store, prefix, "a refused commit left a pending upload").await;
     }
     store.delete(&[key]).await.expect("delete");
 }

@@ -19,14 +19,18 @@ fn config(db: &str) -> Config {
     .unwrap()
 }
 
-/// Runs one backup into `store`; checks that nothing of it is left.
-fn fails_cleanly(store: &Faulty<MemoryStore>, cfg: &Config, stage: Stage) {
-    let outcome = rt().block_on(job::run(
+fn backup_into(store: &dyn ObjectStore, cfg: &Config) -> job::Outcome {
+    rt().block_on(job::run(
         cfg,
         store,
         &CancellationToken::new(),
         Priority::Normal,
-    ));
+    ))
+}
+
+/// Runs one backup into `store`; checks that nothing of it is left.
+fn fails_cleanly(store: &Faulty<MemoryStore>, cfg: &Config, stage: Stage) {
+    let outcome = backup_into(store, cfg);
     let e = outcome.result.expect_err("the fault fails the backup");
     assert_eq!(e.stage, stage, "{e}");
     assert!(
@@ -52,12 +56,7 @@ fn a_failing_store_leaves_nothing_behind_at_each_step() {
     }
     // Healed, the same store takes a whole backup and its manifest.
     let store = Faulty::new(MemoryStore::new());
-    let outcome = rt().block_on(job::run(
-        &cfg,
-        &store,
-        &CancellationToken::new(),
-        Priority::Normal,
-    ));
+    let outcome = backup_into(&store, &cfg);
     let r = outcome.result.expect("backup");
     let keys = store.inner().keys();
     assert_eq!(
@@ -90,12 +89,7 @@ fn a_taken_name_moves_to_the_next_second() {
         store.insert(&key, b"theirs".to_vec(), Default::default(), t);
     }
     let before = store.keys();
-    let outcome = rt().block_on(job::run(
-        &cfg,
-        &store,
-        &CancellationToken::new(),
-        Priority::Normal,
-    ));
+    let outcome = backup_into(&store, &cfg);
     let r = outcome.result.expect("backup");
     assert!(
         !before.contains(&r.key),
