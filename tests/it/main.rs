@@ -10,6 +10,7 @@ mod config_cli;
 mod daemon;
 mod faults;
 mod job;
+mod kubernetes;
 pub mod notify;
 mod proxy;
 mod recovery;
