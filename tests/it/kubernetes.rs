@@ -246,7 +246,6 @@ fn check_pod(what: &str, pod: &Value) {
         ("BACKUP_DATABASE_URL_FILE", "database-url"),
         ("AWS_ACCESS_KEY_ID_FILE", "aws-access-key-id"),
         ("AWS_SECRET_ACCESS_KEY_FILE", "aws-secret-access-key"),
-        ("BACKUP_WEBHOOK_URL_FILE", "webhook-url"),
     ] {
         assert_eq!(
             env_value(&env, var),
@@ -257,6 +256,11 @@ fn check_pod(what: &str, pod: &Value) {
         let plain = var.trim_end_matches("_FILE");
         assert!(env_value(&env, plain).is_none(), "{what}: {plain} set too");
     }
+    // An empty secret file is an error: no webhook unless the user adds one.
+    assert!(
+        env_value(&env, "BACKUP_WEBHOOK_URL_FILE").is_none(),
+        "{what}"
+    );
 
     let mounts: Vec<_> = c["volumeMounts"]
         .as_array()
