@@ -8,8 +8,8 @@
 //! - kubernetes-validate (from the venv that scripts/setup creates for
 //!   these tests, see [`venv`]) validates the built-in kinds strictly against a
 //!   current Kubernetes version's schemas.
-//! - promtool checks the PrometheusRules' groups and runs the project's rule
-//!   unit tests (prometheus/tests) against the daemon's groups.
+//! - promtool checks the PrometheusRule's groups and runs the project's rule
+//!   unit tests (prometheus/tests) against them.
 //! - scripts/gen-kubernetes --check passes here, and fails on a copy whose
 //!   rule file changed.
 //!
@@ -476,6 +476,7 @@ fn cronjob_renders_the_expected_resources() {
         ("ConfigMap", "pgbackup-config"),
         ("ConfigMap", "pgbackup-dashboard"),
         ("NetworkPolicy", "pgbackup"),
+        ("PrometheusRule", "pgbackup"),
         ("Secret", "pgbackup-secrets"),
         ("ServiceAccount", "pgbackup"),
     ] {
@@ -586,19 +587,9 @@ fn rule_groups_of(dir: &str) -> Value {
 
 #[test]
 fn prometheus_rule_groups_are_the_rule_files() {
-    assert_eq!(rule_groups_of("deploy/kubernetes"), rule_file_groups());
-    // The CronJob variant: the same less BackupExporterDown, which would
-    // fire for ever without a scrape target.
-    let mut expected = rule_file_groups();
-    let mut removed = 0;
-    for g in expected.as_array_mut().unwrap() {
-        let rules = g["rules"].as_array_mut().unwrap();
-        let before = rules.len();
-        rules.retain(|r| r["alert"] != "BackupExporterDown");
-        removed += before - rules.len();
+    for dir in ["deploy/kubernetes", "deploy/kubernetes/cronjob"] {
+        assert_eq!(rule_groups_of(dir), rule_file_groups(), "{dir}");
     }
-    assert_eq!(removed, 1);
-    assert_eq!(rule_groups_of("deploy/kubernetes/cronjob"), expected);
 }
 
 /// The PrometheusRule's groups as a rule file.
@@ -695,8 +686,7 @@ fn gen_kubernetes_check_fails_when_the_rule_file_changed() {
         "scripts/gen-kubernetes",
         "prometheus/rules/pgbackup.yml",
         "grafana/dashboards/pgbackup.json",
-        "deploy/kubernetes/prometheusrule.yaml",
-        "deploy/kubernetes/cronjob/prometheusrule.yaml",
+        "deploy/kubernetes/base-common/prometheusrule.yaml",
         "deploy/kubernetes/base-common/grafana-dashboard.yaml",
     ] {
         std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
@@ -716,8 +706,7 @@ fn gen_kubernetes_check_fails_when_the_rule_file_changed() {
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     let text = all(&out);
     assert!(
-        text.contains("deploy/kubernetes/prometheusrule.yaml")
-            && text.contains("deploy/kubernetes/cronjob/prometheusrule.yaml")
+        text.contains("deploy/kubernetes/base-common/prometheusrule.yaml")
             && !text.contains("grafana-dashboard.yaml"),
         "{text}"
     );
@@ -727,6 +716,7 @@ fn gen_kubernetes_check_fails_when_the_rule_file_changed() {
     let out = gen_kubernetes(&root, true);
     assert!(out.status.success(), "regenerated: {}", all(&out));
     let generated =
-        std::fs::read_to_string(root.join("deploy/kubernetes/prometheusrule.yaml")).unwrap();
+        std::fs::read_to_string(root.join("deploy/kubernetes/base-common/prometheusrule.yaml"))
+            .unwrap();
     assert!(generated.contains("severity: page"));
 }
