@@ -172,6 +172,15 @@ fn a_pushed_backup_reaches_prometheus_and_a_failed_run_keeps_the_last_success() 
         "{pushed}"
     );
 
+    // A drill pushes the verification series in a group of its own.
+    let run = pgbackup(&["verify", "latest", "--restore"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let verified = prom_value(
+        &prom,
+        &format!("backup_last_verified_timestamp_seconds{{job=\"backup\",instance=\"cron-1\",command=\"verify\",database=\"{db}\"}}"),
+    );
+    assert!((chrono::Utc::now().timestamp() as f64 - verified).abs() < 120.0);
+
     // The Pushgateway goes away: the backup still succeeds.
     unsafe_kill(pid);
     eventually("the Pushgateway to stop", Duration::from_secs(10), || {
