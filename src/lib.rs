@@ -6,6 +6,8 @@
 //! (tests aside).
 //!
 //! - [`commands`]: one file per subcommand; the only place that prints.
+//! - [`batch`]: a one-shot run's metrics, pushed to a Pushgateway or written
+//!   for node_exporter's textfile collector.
 //! - [`daemon`]: `pgbackup run`: the schedule, start-up, tracked retention
 //!   and notification tasks, shutdown; over a [`clock::Clock`] and a
 //!   [`daemon::Runner`] so its rules are tested in paused time.
