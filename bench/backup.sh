@@ -7,9 +7,12 @@
 #   (b) pgbackup backup (defaults: zstd 1)   streamed into Garage (S3)
 #   (c) pg_dump -Fc -Z9 -f FILE; then `aws s3 cp FILE` into Garage
 #   (d) pg_dump | gzip > FILE;   then `aws s3 cp FILE` into Garage
+#   (bbase) as (b), with the binary in PGBACKUP_BASELINE_BIN (e.g. a build
+#           from before a change), to compare two binaries in one run
 #
 # Variants run interleaved (a b c d a b c d ...) BENCH_RUNS times, since the
-# machine may be shared and noisy; the report gives medians and ratios to (a).
+# machine may be shared and noisy; the report gives medians, min-max and
+# ratios to (a), and with bbase the per-round ratio (b) / (bbase).
 # Before the timed runs, one untimed `pg_dump -Fc` (default compression) gives
 # the reference size for the size target, and warms the page cache.
 #
@@ -21,10 +24,15 @@
 #   BENCH_SCALE=full        full (~2.5 GB database) or small (smoke run)
 #   BENCH_PGBENCH_SCALE, BENCH_EVENT_ROWS   override the dataset size
 #   BENCH_VARIANTS="a b c d"   also: bN (pgbackup with zstd level N),
-#                           bnone (BACKUP_COMPRESSION=none), bgzip (gzip 6)
+#                           bnone (BACKUP_COMPRESSION=none), bgzip (gzip 6),
+#                           bbase (defaults, PGBACKUP_BASELINE_BIN)
 #   BENCH_RESULTS           report path (default bench/results/backup.md,
 #                           or bench/results/backup.small.md for small)
 #   PGBACKUP_BIN            binary to test (default: cargo build --release)
+#   PGBACKUP_BASELINE_BIN   the binary bbase runs (required with bbase)
+#   PGBACKUP_REV, PGBACKUP_BASELINE_REV   what each binary was built from,
+#                           for the report (default: this checkout's HEAD
+#                           for PGBACKUP_BIN, "unknown" for the baseline)
 #   BENCH_TMPDIR=/var/tmp   where the work dir goes (needs ~3x the database)
 #   BENCH_GARAGE_COMPRESSION=none   Garage's compression_level (see lib.sh)
 #
@@ -47,9 +55,20 @@ else
 fi
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || bench_die "BENCH_RUNS must be a positive integer"
 for v in "${VARIANTS[@]}"; do
-  [[ $v =~ ^(a|b|c|d|bnone|bgzip|b([1-9]|1[0-9]))$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"
+  [[ $v =~ ^(a|b|c|d|bnone|bgzip|bbase|b([1-9]|1[0-9]))$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"
 done
 [[ ${VARIANTS[0]} == a ]] || bench_die "BENCH_VARIANTS must start with a (the baseline)"
+has_variant() {
+  local v
+  for v in "${VARIANTS[@]}"; do [[ $v != "$1" ]] || return 0; done
+  return 1
+}
+if has_variant bbase; then
+  [[ -n ${PGBACKUP_BASELINE_BIN:-} ]] ||
+    bench_die "variant bbase needs PGBACKUP_BASELINE_BIN (the binary to compare against)"
+  [[ -x $PGBACKUP_BASELINE_BIN && -f $PGBACKUP_BASELINE_BIN ]] ||
+    bench_die "PGBACKUP_BASELINE_BIN=$PGBACKUP_BASELINE_BIN is not an executable file"
+fi
 
 DB=bench
 BUCKET=pgbackup-bench
@@ -57,6 +76,9 @@ PG_DUMP=$BENCH_PG_BIN/pg_dump
 
 bench_init backup
 pgbackup_build
+if has_variant bbase; then
+  bench_log "baseline (bbase): $PGBACKUP_BASELINE_BIN ($("$PGBACKUP_BASELINE_BIN" --version))"
+fi
 pg_start
 garage_start
 garage_bucket "$BUCKET"
@@ -142,7 +164,8 @@ run_a() {
   } >"$dir/summary"
 }
 
-# run_pgbackup VARIANT ROUND [VAR=VALUE...]: pgbackup with a clean
+# run_pgbackup VARIANT ROUND [VAR=VALUE...]: pgbackup ($PGBACKUP_BIN, or
+# $PGBACKUP_BASELINE_BIN for bbase) with a clean
 # environment, TMPDIR and HOME pointing at empty directories and an empty
 # working directory (mode 0555), all checked to be still empty afterwards;
 # pgbackup's and pg_dump's write_bytes (storage writes, /proc/<pid>/io and
@@ -151,14 +174,21 @@ run_pgbackup() {
   local v=$1 r=$2
   shift 2
   local dir=$RUNS_DIR/$v.$r prefix="$v/r$r/"
-  local env_dir=$dir/env
+  local env_dir=$dir/env bin=$PGBACKUP_BIN
+  [[ $v != bbase ]] || bin=$PGBACKUP_BASELINE_BIN
+  # Its process name in bench_measure's proc.<name>.* keys (the kernel's
+  # comm: the file name, at most 15 characters).
+  local pname
+  pname=$(basename "$bin")
+  pname=${pname:0:15}
+  pname=${pname// /_}
   mkdir -p "$env_dir/tmp" "$env_dir/home" "$env_dir/cwd"
   chmod 0555 "$env_dir/cwd"
   BENCH_CWD=$env_dir/cwd bench_measure "$dir/m" -- env -i PATH="$PATH" HOME="$env_dir/home" \
     TMPDIR="$env_dir/tmp" BACKUP_LOG_FORMAT=json BACKUP_DATABASE_URL="$(pg_url "$DB")" \
     BACKUP_FILE_PREFIX="$prefix" AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" \
     AWS_S3_REGION="$GARAGE_REGION" AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
-    AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$PGBACKUP_BIN" backup ||
+    AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$bin" backup ||
     fail_run "$dir/m" "($v) pgbackup backup"
   local m=$dir/m/result key stored dump files wb_own wb_rusage
   # The backup and its restore-drill manifest (<name>.manifest.json).
@@ -167,18 +197,18 @@ run_pgbackup() {
   stored=$(s3_size "$BUCKET" "$key")
   dump=$(grep -o '"dump_bytes":[0-9]*' "$dir/m/stderr" | tail -1 | cut -d: -f2)
   files=$(find "$env_dir/tmp" "$env_dir/home" "$env_dir/cwd" -mindepth 1 | wc -l)
-  wb_own=$(bench_get "$m" proc.pgbackup.write_bytes)
+  wb_own=$(bench_get "$m" "proc.$pname.write_bytes")
   wb_rusage=$(($(bench_get "$m" time_fs_out_blocks) * 512))
   {
     summarize_phases "$dir/m"
-    echo "rss_kb=$(bench_get "$m" proc.pgbackup.hwm_kb)"
+    echo "rss_kb=$(bench_get "$m" "proc.$pname.hwm_kb")"
     echo "rss_what=pgbackup"
     echo "pgdump_rss_kb=$(bench_get "$m" proc.pg_dump.hwm_kb)"
     echo "stored_bytes=$stored"
     echo "dump_bytes=${dump:-0}"
     echo "temp_files=$files"
     echo "temp_bytes=$((wb_own > wb_rusage ? wb_own : wb_rusage))"
-    echo "own_cpu_s=$(bench_get "$m" proc.pgbackup.cpu_s)"
+    echo "own_cpu_s=$(bench_get "$m" "proc.$pname.cpu_s")"
     echo "pgdump_cpu_s=$(bench_get "$m" proc.pg_dump.cpu_s)"
   } >"$dir/summary"
   ((files == 0)) || bench_log "($v) WARNING: $files files appeared in TMPDIR/HOME/cwd"
@@ -206,6 +236,7 @@ run_pgbackup() {
 }
 
 run_b() { run_pgbackup b "$1"; }
+run_bbase() { run_pgbackup bbase "$1"; }
 run_bnone() { run_pgbackup bnone "$1" BACKUP_COMPRESSION=none; }
 run_bgzip() { run_pgbackup bgzip "$1" BACKUP_COMPRESSION=gzip; }
 
@@ -292,6 +323,7 @@ label() {
   case $1 in
     a) echo '(a) `pg_dump -Fc -Z0 > /dev/null`' ;;
     b) echo '(b) `pgbackup backup` (defaults) → Garage' ;;
+    bbase) echo '(bbase) as (b), baseline binary' ;;
     c) echo '(c) `pg_dump -Fc -Z9 -f file`; `aws s3 cp`' ;;
     d) echo '(d) `pg_dump | gzip > file`; `aws s3 cp`' ;;
     bnone) echo '`pgbackup backup`, `BACKUP_COMPRESSION=none`' ;;
@@ -307,8 +339,16 @@ for v in "${VARIANTS[@]}"; do
 done
 PG_VERSION=$("$BENCH_PG_BIN/postgres" --version | sed 's/^postgres (PostgreSQL) //')
 PGB_VERSION=$("$PGBACKUP_BIN" --version | awk '{print $2}')
-PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
+if [[ -n ${PGBACKUP_REV:-} ]]; then
+  PGB_COMMIT=$PGBACKUP_REV
+else
+  PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
+fi
+if has_variant bbase; then
+  BASE_VERSION=$("$PGBACKUP_BASELINE_BIN" --version | awk '{print $2}')
+  BASE_COMMIT=${PGBACKUP_BASELINE_REV:-unknown}
+fi
 GARAGE_VERSION=$("$GARAGE_BIN" --version | awk '{sub(/^cargo:/, "", $2); print $2}')
 AWS_VERSION=$("$BENCH_AWS" --version 2>&1 | awk '{print $1}')
 
@@ -318,7 +358,9 @@ report() {
   echo
   echo "- date: $STARTED; $RUNS interleaved rounds (${VARIANTS[*]}), medians"
   echo "$MACHINE" | sed 's/^/- /'
-  echo "- PostgreSQL $PG_VERSION; pgbackup $PGB_VERSION ($PGB_COMMIT, release build); Garage $GARAGE_VERSION (single node, same machine, compression off); $AWS_VERSION"
+  local pgb="pgbackup $PGB_VERSION ($PGB_COMMIT, release build)"
+  ! has_variant bbase || pgb+=" and, for (bbase), pgbackup $BASE_VERSION ($BASE_COMMIT, release build)"
+  echo "- PostgreSQL $PG_VERSION; $pgb; Garage $GARAGE_VERSION (single node, same machine, compression off); $AWS_VERSION"
   echo "- dataset (BENCH_SCALE=$SCALE): pgbench tables + bench_events (md5, jsonb, random bytea);" \
     "pg_database_size $(bench_fmt_bytes "$DB_SIZE"); raw dump (\`pg_dump -Fc -Z0\`) $(bench_fmt_bytes "$DUMP_BYTES");" \
     "\`pg_dump -Fc\` (default compression) $(bench_fmt_bytes "$REF_SIZE") in $(f1 "$REF_WALL") s; generated in ${GEN_S} s"
@@ -356,6 +398,30 @@ report() {
     [[ $v != b* ]] || own=$(f1 "$(med "$v" own_cpu_s)")
     echo "| $(label "$v") | $(f1 "$cl") | $(f1 "$pd") | $own | $(f1 "$pg") | $(f1 "$ga") | $(f2 "$sum") | $(awk -v b="$busy" -v t="$total" 'BEGIN { printf "%.0f%%", 100 * b / t }') | $(f2 "$other") |"
   done
+  if has_variant b && has_variant bbase; then
+    echo
+    echo "(b) against (bbase), round by round. The two run back to back in each round, so they share the" \
+      "machine's load; the per-round ratio is steadier than the ratio of medians."
+    echo
+    echo "| round | (b) wall s | (bbase) wall s | (b) / (bbase) | pgbackup CPU s (b / bbase) | peak RSS (b / bbase) | stored (b / bbase) |"
+    echo "|---|---|---|---|---|---|---|"
+    local sb sB ratios=()
+    for ((r = 1; r <= RUNS; r++)); do
+      sb=$RUNS_DIR/b.$r/summary sB=$RUNS_DIR/bbase.$r/summary
+      ratios+=("$(bench_calc "$(bench_get "$sb" wall_s) / $(bench_get "$sB" wall_s)")")
+      echo "| $r | $(f1 "$(bench_get "$sb" wall_s)") | $(f1 "$(bench_get "$sB" wall_s)") | $(f2 "${ratios[-1]}") |" \
+        "$(f1 "$(bench_get "$sb" own_cpu_s)") / $(f1 "$(bench_get "$sB" own_cpu_s)") |" \
+        "$(mib "$(bench_get "$sb" rss_kb)") / $(mib "$(bench_get "$sB" rss_kb)") |" \
+        "$(bench_fmt_bytes "$(bench_get "$sb" stored_bytes)") / $(bench_fmt_bytes "$(bench_get "$sB" stored_bytes)") |"
+    done
+    local rmin rmax
+    rmin=$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)
+    rmax=$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)
+    echo "| median | $(f1 "$(med b wall_s)") | $(f1 "$(med bbase wall_s)") | $(f2 "$(bench_median "${ratios[@]}")") ($(f2 "$rmin")–$(f2 "$rmax")) |" \
+      "$(f1 "$(med b own_cpu_s)") / $(f1 "$(med bbase own_cpu_s)") |" \
+      "$(mib "$(med b rss_kb)") / $(mib "$(med bbase rss_kb)") |" \
+      "$(bench_fmt_bytes "$(med b stored_bytes)") / $(bench_fmt_bytes "$(med bbase stored_bytes)") |"
+  fi
   echo
   echo "Targets for (b) \`pgbackup backup\`:"
   echo
