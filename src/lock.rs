@@ -1,8 +1,10 @@
 //! One backup at a time per store and prefix on this host. A manual
 //! `pgbackup backup` beside the daemon (the common case: the same
 //! container) waits for the daemon's run instead of racing it for the same
-//! object name. The lock is an advisory `flock` on a file in the temp
-//! directory, released when the process ends however it ends; the holder
+//! object name. The lock is an advisory `flock` on a file in `/dev/shm`
+//! (a tmpfs on every Linux, in containers too: taking the lock writes
+//! nothing to disk), else `/run/lock`, else the temp directory. It is
+//! released when the process ends however it ends; the holder
 //! removes the file when done, and a waiter that finds its file removed
 //! opens the new one, so removal never lets two runs in. Runs on other
 //! hosts are not covered: conditional writes are their guard (README,
@@ -38,7 +40,19 @@ pub fn path(store: &str, prefix: &str) -> PathBuf {
     h.update([0]);
     h.update(prefix.as_bytes());
     let id = hex::encode(&h.finalize()[..8]);
-    std::env::temp_dir().join(format!("pgbackup-{id}.lock"))
+    lock_dir().join(format!("pgbackup-{id}.lock"))
+}
+
+/// The first of `/dev/shm` and `/run/lock` this process may write in, else
+/// the temp directory. Runs on one host (or in one container) make the
+/// same choice, so they meet on one file.
+fn lock_dir() -> PathBuf {
+    ["/dev/shm", "/run/lock"]
+        .into_iter()
+        .map(Path::new)
+        .find(|d| d.is_dir() && rustix::fs::access(*d, rustix::fs::Access::WRITE_OK).is_ok())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// How often a waiting run looks again.
