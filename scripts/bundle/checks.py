@@ -388,6 +388,7 @@ def cmd_compose(_args):
     text = COMPOSE.read_text(encoding="utf-8")
     doc = yaml.safe_load(text)
     services = doc.get("services", {})
+    p.check("name" not in doc, "top-level name: Compose 1.x rejects it; set COMPOSE_PROJECT_NAME in .env.example")
     required = {"postgres", "minio", "minio-init", "pgbackup", "prometheus", "alertmanager", "grafana"}
     for name in sorted(required - services.keys()):
         p.add(f"no service {name}")
