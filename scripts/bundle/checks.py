@@ -388,6 +388,7 @@ def cmd_compose(_args):
     text = COMPOSE.read_text(encoding="utf-8")
     doc = yaml.safe_load(text)
     services = doc.get("services", {})
+    p.check("name" not in doc, "top-level name: Compose 1.x rejects it; set COMPOSE_PROJECT_NAME in .env.example")
     required = {"postgres", "minio", "minio-init", "pgbackup", "prometheus", "alertmanager", "grafana"}
     for name in sorted(required - services.keys()):
         p.add(f"no service {name}")
@@ -519,30 +520,79 @@ def cmd_dockerfile(args):
     p = Problems("dockerfile")
     dfp = DockerfileParser(path=str(DOCKERFILE))
     instructions = dfp.structure
+    # Build arguments declared before the first FROM: their defaults are what
+    # `docker build .` uses in FROM lines.
+    global_args = {}
     stages = []
     for ins in instructions:
         if ins["instruction"] == "FROM":
-            stages.append({"from": ins["value"], "ins": []})
+            words = ins["value"].split()
+            name = words[2] if len(words) == 3 and words[1].lower() == "as" else None
+            stages.append({"from": ins["value"], "name": name, "ins": []})
         elif stages:
             stages[-1]["ins"].append(ins)
+        elif ins["instruction"] == "ARG" and "=" in ins["value"]:
+            k, v = ins["value"].split("=", 1)
+            global_args[k] = v.strip('"')
     if not p.check(len(stages) >= 2, "must be multi-stage"):
         return p.finish("")
-    p.check(stages[0]["from"].split()[0] == "rust:1-bookworm", f"build stage must start FROM rust:1-bookworm, is {stages[0]['from']}")
-    final = stages[-1]
-    p.check(final["from"].split()[0] == "debian:bookworm-slim", f"runtime stage must be debian:bookworm-slim, is {final['from']}")
+    by_name = {st["name"]: st for st in stages if st["name"]}
+
+    def expand(text, args):
+        return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), ""), text)
+
+    def base(stage):
+        return expand(stage["from"].split()[0], global_args)
+
+    def stage_args(stage):
+        out = {}
+        for i in stage["ins"]:
+            if i["instruction"] == "ARG" and "=" in i["value"]:
+                k, v = i["value"].split("=", 1)
+                out[k] = v.strip('"')
+        return out
+
+    def chain(stage):
+        """The stage and the stages it is built FROM, the base image's first."""
+        out = [stage]
+        while base(out[0]) in by_name and by_name[base(out[0])] not in out:
+            out.insert(0, by_name[base(out[0])])
+        return out
+
+    # What the default build (`docker build .`) runs: the last stage, the
+    # stages it starts FROM and those it copies --from, transitively.
+    reachable, todo = [], [stages[-1]]
+    while todo:
+        st = todo.pop()
+        if any(st is r for r in reachable):
+            continue
+        reachable.append(st)
+        if base(st) in by_name:
+            todo.append(by_name[base(st)])
+        for i in st["ins"]:
+            m = re.search(r"--from=(\S+)", i["value"]) if i["instruction"] == "COPY" else None
+            if m and expand(m.group(1), global_args) in by_name:
+                todo.append(by_name[expand(m.group(1), global_args)])
+
+    build = next((st for st in reachable if "cargo build" in " ".join(i["value"] for i in st["ins"])), None)
+    if p.check(build is not None, "the default build must compile pgbackup (cargo build)"):
+        p.check(base(build) == "rust:1-bookworm", f"build stage must start FROM rust:1-bookworm, is {base(build)}")
+    runtime = chain(stages[-1])
+    p.check(base(runtime[0]) == "debian:bookworm-slim",
+            f"runtime stage must be debian:bookworm-slim, is {base(runtime[0])}")
+    final = {"ins": [i for st in runtime for i in st["ins"]]}
 
     def runs(stage):
         return " ".join(i["value"] for i in stage["ins"] if i["instruction"] == "RUN")
 
-    p.check("cargo build --release --locked" in runs(stages[0]), "build stage must run cargo build --release --locked")
+    if build is not None:
+        p.check("cargo build --release --locked" in runs(build), "build stage must run cargo build --release --locked")
     final_runs = runs(final)
     for needle in ("apt.postgresql.org", "signed-by=", "bookworm-pgdg", "ca-certificates", "rm -rf /var/lib/apt/lists"):
         p.check(needle in final_runs, f"runtime stage: no {needle!r}")
     args_ = {}
-    for i in final["ins"]:
-        if i["instruction"] == "ARG" and "=" in i["value"]:
-            k, v = i["value"].split("=", 1)
-            args_[k] = v.strip('"')
+    for st in runtime:
+        args_.update(stage_args(st))
     majors = set(args_.get("PG_MAJORS", "").split())
     explicit = set(re.findall(r"postgresql-client-(\d+)", final_runs))
     p.check({str(n) for n in range(13, 19)} <= (majors | explicit),
@@ -567,10 +617,18 @@ def cmd_dockerfile(args):
     patterns = [ln.strip() for ln in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
                 if ln.strip() and not ln.startswith("#")]
     copied = {}
-    for ins in instructions:
-        if ins["instruction"] in ("COPY", "ADD"):
-            words = [w for w in ins["value"].split() if not w.startswith("--")]
-            if "--from=" in ins["value"]:
+    for st in stages:
+        default_build = any(st is r for r in reachable)
+        for ins in st["ins"]:
+            if ins["instruction"] not in ("COPY", "ADD") or "--from=" in ins["value"]:
+                continue
+            words = [expand(w, stage_args(st)) for w in ins["value"].split() if not w.startswith("--")]
+            if not default_build:
+                # Another way to build (e.g. a binary built outside): its
+                # sources need not exist, but must reach the build context.
+                for src in words[:-1]:
+                    p.check(not dockerignore_excludes(src, patterns),
+                            f"COPY source {src} (stage {st['name']}) is excluded by .dockerignore")
                 continue
             for src in words[:-1]:
                 copied[src] = words[-1]
