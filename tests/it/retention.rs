@@ -8,7 +8,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use chrono::{DateTime, Utc};
 use pgbackup::config::Config;
 use pgbackup::error::Stage;
-use pgbackup::job::BackupReport;
 use pgbackup::retention::{self, Options};
 use pgbackup::storage::s3::S3Storage;
 
@@ -524,39 +523,24 @@ fn after_backup_deletes_nothing_when_the_new_backup_is_not_listed() {
     ]))
     .unwrap();
     let storage = pgbackup::storage::local::LocalStorage::new(&dir);
-    let mut report = BackupReport {
-        key: name("backup_", Utc::now(), "dump.zst"),
-        dump_bytes: 1,
-        stored_bytes: 1,
-        sha256: String::new(),
-        server_version: String::new(),
-        pg_dump_version: String::new(),
-    };
-    let e = rt()
-        .block_on(retention::after_backup(
+    let pass = |key: &str| {
+        rt().block_on(retention::after_backup(
             &cfg.store.prefix,
             &cfg.retention,
             &storage,
-            &report.key,
+            key,
             Utc::now(),
         ))
-        .unwrap_err();
+    };
+    let e = pass(&name("backup_", Utc::now(), "dump.zst")).unwrap_err();
     assert_eq!(e.stage, Stage::Retention);
     assert!(e.message.contains("not in the listing"), "{e}");
     assert!(old.iter().all(|k| dir.join(k).exists()));
 
     // With the backup present (even one that looks old), it is never deleted.
-    report.key = name("backup_", ago(200), "dump.zst");
-    std::fs::write(dir.join(&report.key), b"x").unwrap();
-    let r = rt()
-        .block_on(retention::after_backup(
-            &cfg.store.prefix,
-            &cfg.retention,
-            &storage,
-            &report.key,
-            Utc::now(),
-        ))
-        .unwrap();
+    let new = name("backup_", ago(200), "dump.zst");
+    std::fs::write(dir.join(&new), b"x").unwrap();
+    let r = pass(&new).unwrap();
     assert_eq!(r.deleted, old[1..].to_vec());
-    assert!(dir.join(&report.key).exists() && dir.join(&old[0]).exists());
+    assert!(dir.join(&new).exists() && dir.join(&old[0]).exists());
 }
