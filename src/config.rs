@@ -38,6 +38,8 @@ pub const VARIABLES: &[&str] = &[
     "SINGLE_SHOT_MODE",
     "BACKUP_VERIFY_CRON_SCHEDULE",
     "BACKUP_FILE_PREFIX",
+    "BUCKET_SUBFOLDER",
+    "SUPPORT_OBJECT_LOCK",
     "AWS_S3_BUCKET",
     "AWS_S3_ENDPOINT",
     "AWS_S3_REGION",
@@ -108,6 +110,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("RUN_ON_STARTUP", "false"),
     ("SINGLE_SHOT_MODE", "false"),
     ("BACKUP_FILE_PREFIX", "backup_"),
+    ("SUPPORT_OBJECT_LOCK", "false"),
     ("AWS_S3_REGION", "us-east-1"),
     ("AWS_S3_FORCE_PATH_STYLE", "false"),
     ("BACKUP_FORMAT", "custom"),
@@ -564,11 +567,31 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     pub fn read(v: &Vars) -> Result<StoreConfig, ConfigError> {
-        let prefix = v.or_default("BACKUP_FILE_PREFIX")?.to_string();
+        let mut prefix = v.or_default("BACKUP_FILE_PREFIX")?.to_string();
         if prefix.starts_with('/') || prefix.split('/').any(|s| s == "..") {
             return Err(invalid(
                 "BACKUP_FILE_PREFIX",
                 "must be relative: no leading '/' and no '..'",
+            ));
+        }
+        // The Railway template's folder: objects go under `<subfolder>/`.
+        if let Some(sub) = v.get("BUCKET_SUBFOLDER")? {
+            let sub = sub.trim().trim_matches('/');
+            if sub.split('/').any(|s| s == ".." || s.is_empty()) {
+                return Err(invalid(
+                    "BUCKET_SUBFOLDER",
+                    format!("{sub:?} is not a folder: no empty parts and no '..'"),
+                ));
+            }
+            prefix = format!("{sub}/{prefix}");
+        }
+        // The template's Object Lock switch: refused rather than ignored,
+        // since uploads to a locked bucket need a checksum header that
+        // pgbackup does not send to custom endpoints yet.
+        if parse_bool(v, "SUPPORT_OBJECT_LOCK")? {
+            return Err(invalid(
+                "SUPPORT_OBJECT_LOCK",
+                "true is not supported yet: S3 Object Lock buckets need a checksum on every upload; use a bucket without Object Lock, or unset it",
             ));
         }
         let backend = match (v.get("AWS_S3_BUCKET")?, v.get("BACKUP_LOCAL_DIR")?) {
@@ -1865,5 +1888,31 @@ mod tests {
         assert_eq!(e.var, "AWS_SECRET_ACCESS_KEY");
         let _ = std::fs::remove_file(id);
         let _ = std::fs::remove_file(secret);
+    }
+
+    #[test]
+    fn the_templates_subfolder_is_honoured_and_object_lock_is_refused_not_ignored() {
+        let store = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![("AWS_S3_BUCKET", "b")];
+            pairs.extend_from_slice(extra);
+            StoreConfig::read(&with(&pairs).unwrap())
+        };
+        assert_eq!(store(&[]).unwrap().prefix, "backup_");
+        assert_eq!(
+            store(&[
+                ("BUCKET_SUBFOLDER", "/pg/prod/"),
+                ("BACKUP_FILE_PREFIX", "db_")
+            ])
+            .unwrap()
+            .prefix,
+            "pg/prod/db_"
+        );
+        for bad in ["..", "a//b", "a/../b"] {
+            let e = store(&[("BUCKET_SUBFOLDER", bad)]).unwrap_err();
+            assert_eq!(e.var, "BUCKET_SUBFOLDER", "{bad}");
+        }
+        assert!(store(&[("SUPPORT_OBJECT_LOCK", "false")]).is_ok());
+        let e = store(&[("SUPPORT_OBJECT_LOCK", "true")]).unwrap_err();
+        assert_eq!(e.var, "SUPPORT_OBJECT_LOCK");
     }
 }

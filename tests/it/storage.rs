@@ -185,3 +185,37 @@ fn secrets_from_files_reach_the_database_and_the_store() {
         run.stderr
     );
 }
+
+/// The Railway template's BUCKET_SUBFOLDER: backups land in the folder,
+/// and the reading commands find them there.
+#[test]
+fn the_templates_bucket_subfolder_holds_the_backups() {
+    let (pg, g) = (pg(), garage());
+    let db = pg.fresh_db("subfolder");
+    load_fixture(pg, &db, 100);
+    let bucket = g.bucket("subfolder");
+    let mut env = vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(&db)),
+        ("BUCKET_SUBFOLDER", "railway/pg"),
+    ]);
+    env.extend(g.env(&bucket));
+    let run = pgbackup(&["backup"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let keys = g.keys(&bucket);
+    assert!(!keys.is_empty());
+    assert!(
+        keys.iter().all(|k| k.starts_with("railway/pg/backup_")),
+        "{keys:?}"
+    );
+    let run = pgbackup(&["verify", "latest"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // SUPPORT_OBJECT_LOCK=true is refused, not silently ignored.
+    env.push(("SUPPORT_OBJECT_LOCK".into(), "true".into()));
+    let run = pgbackup(&["backup"], &env);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("invalid SUPPORT_OBJECT_LOCK"),
+        "{}",
+        run.stderr
+    );
+}
