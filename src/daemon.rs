@@ -92,12 +92,7 @@ impl Runner for JobRunner {
             Ok::<_, JobError>(tools.version_line)
         };
         match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(line)) => line
-                .split(')')
-                .nth(1)
-                .and_then(|v| v.split_whitespace().next())
-                .unwrap_or("unknown")
-                .to_string(),
+            Ok(Ok(line)) => pg::tool_version(&line).unwrap_or("unknown").to_string(),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot determine the pg_dump version at start-up");
                 "unknown".into()

@@ -471,7 +471,7 @@ impl Notifications {
             webhook: Notifier::from_config(cfg),
             heartbeat: Heartbeat::from_config(cfg),
             on: cfg.notify.notify_on,
-            host: host_name(),
+            host: crate::config::host_name(),
         }
     }
 
@@ -625,11 +625,6 @@ fn describe(e: &reqwest::Error) -> String {
         src = s.source();
     }
     one_line(&parts.join(": "))
-}
-
-/// The machine's name, for "which host sent this".
-pub fn host_name() -> String {
-    crate::config::host_name()
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

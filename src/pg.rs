@@ -552,9 +552,14 @@ async fn probe(dir: &Path) -> Result<Tools, ()> {
     })
 }
 
+/// "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" -> "15.20".
+pub fn tool_version(line: &str) -> Option<&str> {
+    line.split(')').nth(1)?.split_whitespace().next()
+}
+
 /// "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)" -> 15; "9.6.24" -> 9.
 pub fn parse_tool_major(line: &str) -> Option<u32> {
-    let v = line.split(')').nth(1)?.split_whitespace().next()?;
+    let v = tool_version(line)?;
     let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }

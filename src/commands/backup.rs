@@ -99,11 +99,7 @@ async fn run_metrics(
     delivery: Option<Delivery>,
 ) -> (Metrics, bool) {
     let pg_dump = match &outcome.result {
-        Ok(r) => r
-            .pg_dump_version
-            .split(')')
-            .nth(1)
-            .and_then(|v| v.split_whitespace().next())
+        Ok(r) => crate::pg::tool_version(&r.pg_dump_version)
             .unwrap_or("unknown")
             .to_string(),
         Err(_) => "unknown".to_string(),
