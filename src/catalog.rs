@@ -18,6 +18,8 @@ pub struct Backup {
     pub format: Format,
     /// `zstd`, `gzip` or `none`.
     pub compression: &'static str,
+    /// Encrypted with age: reading inside needs the identity.
+    pub encrypted: bool,
 }
 
 /// What a `<NAME|latest>` argument asks for, checked before any I/O.
@@ -44,7 +46,7 @@ pub fn wanted(prefix: &str, name: &str) -> Result<Wanted, ConfigError> {
     Err(ConfigError::new(
         "NAME",
         format!(
-            "{name:?} is not a backup name: expected `latest` or {prefix}YYYY-MM-DD_HH-MM-SS.<dump|sql>[.zst|.gz] as `pgbackup list` prints it"
+            "{name:?} is not a backup name: expected `latest` or {prefix}YYYY-MM-DD_HH-MM-SS.<dump|sql>[.zst|.gz][.age] as `pgbackup list` prints it"
         ),
     ))
 }
@@ -77,6 +79,7 @@ pub fn select(prefix: &str, objects: Vec<(String, u64)>) -> Vec<Backup> {
                 size,
                 format: p.format,
                 compression: p.compression,
+                encrypted: p.encrypted,
             })
         })
         .collect();

@@ -3,7 +3,7 @@
 //! One type per concern, each validated by its own constructor from a
 //! variable list ([`StoreConfig`], [`DumpConfig`], [`ScheduleConfig`],
 //! [`RetentionSettings`], [`NotifyConfig`], [`DaemonConfig`],
-//! [`VerifyConfig`]), so that a command reads only what it uses: `list`
+//! [`VerifyConfig`], [`EncryptionConfig`]...), so that a command reads only what it uses: `list`
 //! needs the store, not the database. [`Config`] composes them for the
 //! commands that back up. Everything below the commands takes only validated
 //! types.
@@ -15,11 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use url::Url;
 
+use crate::crypto::{Identities, Recipients};
 use crate::error::{one_line, ConfigError};
 
 /// Default HTTP port of `pgbackup run`: not claimed by any well-known exporter.
@@ -79,6 +81,9 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_HEARTBEAT_URL_FILE",
     "BACKUP_PUSHGATEWAY_URL_FILE",
     "BACKUP_VERIFY_DATABASE_URL_FILE",
+    "BACKUP_ENCRYPTION_RECIPIENTS",
+    "BACKUP_ENCRYPTION_RECIPIENTS_FILE",
+    "BACKUP_ENCRYPTION_IDENTITY_FILE",
 ];
 
 /// The variables that hold secrets: each also comes from a file, named by
@@ -279,6 +284,7 @@ from_vars!(
     VerifyConfig,
     DrillConfig,
     BatchConfig,
+    EncryptionConfig,
 );
 
 /// A value that must never reach a log line, an error or Debug output.
@@ -931,6 +937,8 @@ pub struct DrillConfig {
     pub source: Option<Database>,
     pub pg_bin_dir: Option<PathBuf>,
     pub verify: VerifyConfig,
+    /// Decrypts encrypted backups; a drill of one fails without it.
+    pub identity: Option<Arc<Identities>>,
 }
 
 impl DrillConfig {
@@ -944,6 +952,43 @@ impl DrillConfig {
             source,
             pg_bin_dir: DumpConfig::read_pg_bin_dir(v)?,
             verify,
+            identity: EncryptionConfig::read(v)?.identity,
+        })
+    }
+}
+
+/// Encryption of what is stored, and the identity that reads it back.
+#[derive(Debug, Clone, Default)]
+pub struct EncryptionConfig {
+    /// Every new object is encrypted to these; None: stored unencrypted.
+    pub recipients: Option<Arc<Recipients>>,
+    /// Decrypts for restores, drills and deep verifies. Read once here, so
+    /// a bad file stops start-up rather than the first restore.
+    pub identity: Option<Arc<Identities>>,
+}
+
+impl EncryptionConfig {
+    pub fn read(v: &Vars) -> Result<EncryptionConfig, ConfigError> {
+        const INLINE: &str = "BACKUP_ENCRYPTION_RECIPIENTS";
+        const FILE: &str = "BACKUP_ENCRYPTION_RECIPIENTS_FILE";
+        let recipients = match (v.get(INLINE)?, v.get(FILE)?) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    FILE,
+                    format!("{INLINE} is set too; set one of the two"),
+                ))
+            }
+            (Some(text), None) => Some(Recipients::parse(INLINE, text)?),
+            (None, Some(path)) => Some(Recipients::from_file(FILE, Path::new(path.trim()))?),
+            (None, None) => None,
+        };
+        let identity = v
+            .get("BACKUP_ENCRYPTION_IDENTITY_FILE")?
+            .map(|p| Identities::from_file("BACKUP_ENCRYPTION_IDENTITY_FILE", Path::new(p.trim())))
+            .transpose()?;
+        Ok(EncryptionConfig {
+            recipients: recipients.map(Arc::new),
+            identity: identity.map(Arc::new),
         })
     }
 }
@@ -960,6 +1005,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub verify: VerifyConfig,
     pub batch: BatchConfig,
+    pub encryption: EncryptionConfig,
 }
 
 impl Config {
@@ -973,6 +1019,7 @@ impl Config {
         let verify = VerifyConfig::read(v)?;
         verify.check_scratch(Some(&dump.database))?;
         let batch = BatchConfig::read(v)?;
+        let encryption = EncryptionConfig::read(v)?;
         Ok(Config {
             store,
             dump,
@@ -982,6 +1029,7 @@ impl Config {
             daemon,
             verify,
             batch,
+            encryption,
         })
     }
 
@@ -992,6 +1040,7 @@ impl Config {
             source: Some(self.dump.database.clone()),
             pg_bin_dir: self.dump.pg_bin_dir.clone(),
             verify: self.verify.clone(),
+            identity: self.encryption.identity.clone(),
         }
     }
 }

@@ -134,6 +134,11 @@ impl JobError {
         Self::new(stage, Kind::Transient, message)
     }
 
+    /// Missing or wrong configuration met while in `stage` (exit 2).
+    pub fn config(stage: Stage, message: impl Into<String>) -> Self {
+        Self::new(stage, Kind::Config, message)
+    }
+
     /// Stopped by shutdown while in `stage`.
     pub fn cancelled(stage: Stage, message: impl Into<String>) -> Self {
         Self::new(stage, Kind::Cancelled, message)

@@ -1,5 +1,5 @@
-//! Reading a stored backup back: download -> sha256 -> decompression -> a
-//! sink (pg_restore, psql, a spool file, or a scanner), on a blocking thread
+//! Reading a stored backup back: download -> sha256 -> [decryption ->]
+//! decompression -> a sink (pg_restore, psql, a spool file, or a scanner), on a blocking thread
 //! with bounded memory, nothing on disk.
 //!
 //! The sha256 is known only when the last stored byte was read, so every
@@ -12,7 +12,10 @@ use std::io::{self, Read, Write};
 use sha2::{Digest, Sha256};
 use tokio_util::io::SyncIoBridge;
 
+use std::sync::Arc;
+
 use crate::catalog::Backup;
+use crate::crypto::{self, Identities, OpenError};
 use crate::error::{JobError, Kind, Stage};
 use crate::storage::{ObjectReader, ObjectStore};
 
@@ -31,12 +34,39 @@ pub struct Stored {
     pub dump_bytes: Option<u64>,
     /// Major version of the pg_dump that wrote it.
     pub dump_major: Option<u32>,
+    /// Encrypted with age (its name ends in `.age`).
+    pub encrypted: bool,
+    /// What decrypts it; an encrypted object without one can only be hashed.
+    pub identity: Option<Arc<Identities>>,
+}
+
+impl Stored {
+    /// Encrypted, and no identity to look inside: only its stored bytes
+    /// can be checked.
+    pub fn sealed(&self) -> bool {
+        self.encrypted && self.identity.is_none()
+    }
+
+    /// Fails, as a configuration error, when the caller must look inside
+    /// and cannot: before any work starts.
+    pub fn need_identity(&self, stage: Stage, what: &str) -> Result<(), JobError> {
+        if self.sealed() {
+            return Err(JobError::config(
+                stage,
+                crypto::identity_needed(&self.key, what),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Reads a backup's metadata (S3 user metadata, or the local sidecar).
+/// An encrypted backup's age header is read too when there is an
+/// identity, so a wrong key fails here, before any work starts.
 pub async fn stored(
     storage: &dyn ObjectStore,
     b: &Backup,
+    identity: Option<&Arc<Identities>>,
     stage: Stage,
 ) -> Result<Stored, JobError> {
     let meta = storage
@@ -45,6 +75,10 @@ pub async fn stored(
         .map_err(|e| JobError::storage(stage, e))?;
     let num = |k: &str| meta.extra.get(k).and_then(|v| v.trim().parse::<u64>().ok());
     let sha = meta.sha256.trim().to_ascii_lowercase();
+    let identity = identity.filter(|_| b.encrypted).cloned();
+    if let Some(ids) = &identity {
+        check_identity(storage, &b.key, ids, stage).await?;
+    }
     Ok(Stored {
         key: b.key.clone(),
         compression: b.compression,
@@ -52,7 +86,37 @@ pub async fn stored(
         stored_bytes: num("stored-bytes").or(Some(b.size)),
         dump_bytes: num("dump-bytes"),
         dump_major: num("pg-dump-version").map(|v| v as u32),
+        encrypted: b.encrypted,
+        identity,
     })
+}
+
+/// Reads the head of `key` and unwraps its file key with `ids`.
+async fn check_identity(
+    storage: &dyn ObjectStore,
+    key: &str,
+    ids: &Arc<Identities>,
+    stage: Stage,
+) -> Result<(), JobError> {
+    // The header is a few hundred bytes per recipient.
+    const HEAD: u64 = 64 * 1024;
+    let reader = open(storage, key, stage).await?;
+    let ids = ids.clone();
+    let key = key.to_string();
+    let head = tokio::task::spawn_blocking(move || {
+        let r = io::BufReader::new(SyncIoBridge::new(reader).take(HEAD));
+        ids.decrypt(r).map(drop).map_err(|e| match e {
+            OpenError::Io(e) => {
+                JobError::transient(stage, format!("reading the age header of {key}: {e}"))
+            }
+            e @ OpenError::WrongIdentity(_) => {
+                JobError::config(stage, format!("cannot decrypt {key}: {e}"))
+            }
+            e => JobError::permanent(stage, format!("cannot decrypt {key}: {e}")),
+        })
+    });
+    head.await
+        .map_err(|e| JobError::permanent(stage, format!("reading the age header: {e}")))?
 }
 
 /// What streaming a backup measured.
@@ -63,6 +127,8 @@ pub struct Streamed {
     pub sha256: String,
     /// The object carried a sha256 and it matched.
     pub checksum_verified: bool,
+    /// The content was read (decrypted and decompressed), not only hashed.
+    pub looked_inside: bool,
 }
 
 /// Why streaming failed.
@@ -189,39 +255,33 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-enum Decoder<R: Read> {
-    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<Hashing<R>>>>),
-    Gzip(Box<flate2::read::GzDecoder<Hashing<R>>>),
-    None(Hashing<R>),
-}
-
-impl<R: Read> Decoder<R> {
-    fn new(raw: Hashing<R>, compression: &str) -> io::Result<Self> {
-        Ok(match compression {
-            "zstd" => Decoder::Zstd(Box::new(zstd::stream::read::Decoder::new(raw)?)),
-            "gzip" => Decoder::Gzip(Box::new(flate2::read::GzDecoder::new(raw))),
-            _ => Decoder::None(raw),
-        })
+/// The reading side of the stored bytes: decryption when the object is
+/// encrypted and can be opened, then decompression. A sealed object (no
+/// identity) is passed through as it is stored: only hashed.
+fn decoder<'a, R: Read + 'a>(
+    raw: &'a mut Hashing<R>,
+    stored: &Stored,
+) -> Result<Box<dyn Read + 'a>, String> {
+    if stored.sealed() {
+        return Ok(Box::new(raw));
     }
-
-    /// The stored bytes underneath, for reading on past the dump.
-    fn raw(&mut self) -> &mut Hashing<R> {
-        match self {
-            Decoder::Zstd(d) => d.get_mut().get_mut(),
-            Decoder::Gzip(d) => d.get_mut(),
-            Decoder::None(r) => r,
+    let plain: Box<dyn Read + 'a> = match &stored.identity {
+        Some(ids) if stored.encrypted => {
+            let buffered = io::BufReader::with_capacity(256 * 1024, raw);
+            Box::new(
+                ids.decrypt(buffered)
+                    .map_err(|e| format!("cannot decrypt {}: {e}", stored.key))?,
+            )
         }
-    }
-}
-
-impl<R: Read> Read for Decoder<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Decoder::Zstd(d) => d.read(buf),
-            Decoder::Gzip(d) => d.read(buf),
-            Decoder::None(r) => r.read(buf),
-        }
-    }
+        _ => Box::new(raw),
+    };
+    Ok(match stored.compression {
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::new(plain).map_err(|e| format!("zstd decoder: {e}"))?,
+        ),
+        "gzip" => Box::new(flate2::read::GzDecoder::new(plain)),
+        _ => plain,
+    })
 }
 
 enum First {
@@ -244,42 +304,45 @@ fn pump_blocking<R: Read, S: Sink>(
             format!("reading {key} from storage failed after {bytes} bytes: {e}"),
         ))
     };
-    let hashing = Hashing {
+    let mut raw = Hashing {
         inner: raw,
         hash: Sha256::new(),
         bytes: 0,
         failed: false,
     };
-    let mut dec = match Decoder::new(hashing, stored.compression) {
-        Ok(d) => d,
-        Err(e) => {
-            return Err(Failure::Job(JobError::permanent(
-                stage,
-                format!("{} decoder: {e}", stored.compression),
-            )))
-        }
-    };
     let mut buf = vec![0u8; 256 * 1024];
     let mut dump_bytes = 0u64;
     let mut first = None;
-    loop {
-        let n = match dec.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                if dec.raw().failed {
-                    return Err(read_err(dec.raw().bytes, &e));
+    {
+        // Layers above `raw` may read ahead; what they hold was hashed
+        // already, so the drain below continues from `raw` itself.
+        let mut dec = match decoder(&mut raw, stored) {
+            Ok(d) => d,
+            Err(m) => return Err(Failure::Job(JobError::permanent(stage, m))),
+        };
+        loop {
+            let n = match dec.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    first = Some(First::Decompress(e));
+                    break;
                 }
-                first = Some(First::Decompress(e));
+            };
+            dump_bytes += n as u64;
+            if let Err(e) = sink.write_all(&buf[..n]) {
+                first = Some(First::Sink(e));
                 break;
             }
-        };
-        dump_bytes += n as u64;
-        if let Err(e) = sink.write_all(&buf[..n]) {
-            first = Some(First::Sink(e));
-            break;
         }
+    }
+    if raw.failed {
+        let e = match first {
+            Some(First::Decompress(e)) => e,
+            _ => io::Error::other("the download broke off"),
+        };
+        return Err(read_err(raw.bytes, &e));
     }
     // Read what the decoder left (trailing bytes, or the rest after a
     // failure) so the checksum covers the whole object.
@@ -296,14 +359,13 @@ fn pump_blocking<R: Read, S: Sink>(
         let want = buf
             .len()
             .min((limit - drained).min(usize::MAX as u64) as usize);
-        match dec.raw().read(&mut buf[..want]) {
+        match raw.read(&mut buf[..want]) {
             Ok(0) => break true,
             Ok(n) => drained += n as u64,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(read_err(dec.raw().bytes, &e)),
+            Err(e) => return Err(read_err(raw.bytes, &e)),
         }
     };
-    let raw = dec.raw();
     let stored_bytes = raw.bytes;
     let sha256 = hex::encode(std::mem::take(&mut raw.hash).finalize());
     if whole {
@@ -333,18 +395,20 @@ fn pump_blocking<R: Read, S: Sink>(
     };
     match first {
         Some(First::Decompress(e)) => {
+            let what = if stored.encrypted {
+                format!("age decryption or {} decompression", stored.compression)
+            } else {
+                format!("{} decompression", stored.compression)
+            };
             return Err(Failure::Job(JobError::permanent(
                 stage,
-                format!(
-                    "{} decompression of {key} failed after {dump_bytes} bytes: {e}{not_checked}",
-                    stored.compression
-                ),
-            )))
+                format!("{what} of {key} failed after {dump_bytes} bytes: {e}{not_checked}"),
+            )));
         }
         Some(First::Sink(e)) => return Err(Failure::Sink(e)),
         None => {}
     }
-    if stored.sha256.is_none() {
+    if stored.sha256.is_none() && !stored.sealed() {
         if let Some(d) = stored.dump_bytes {
             if d != dump_bytes {
                 return Err(Failure::Job(JobError::permanent(
@@ -366,6 +430,7 @@ fn pump_blocking<R: Read, S: Sink>(
         dump_bytes,
         sha256,
         checksum_verified: stored.sha256.is_some(),
+        looked_inside: !stored.sealed(),
     })
 }
 
@@ -403,6 +468,8 @@ mod tests {
             stored_bytes: Some(data.len() as u64),
             dump_bytes: Some(dump),
             dump_major: Some(15),
+            encrypted: false,
+            identity: None,
         }
     }
 
@@ -461,6 +528,51 @@ mod tests {
         assert!(msg(r).contains("checksum mismatch"));
         let (r, _) = run(&gz, &stored_for(&gz, "gzip", dump.len() as u64));
         assert_eq!(msg(r), "ok");
+    }
+
+    #[test]
+    fn encrypted_streams_decrypt_or_pass_through_sealed() {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        let r = crypto::Recipients::parse("V", &id.to_public().to_string()).unwrap();
+        let path = std::env::temp_dir().join(format!("pgbackup-fetch-id-{}", std::process::id()));
+        std::fs::write(&path, id.to_string().expose_secret()).unwrap();
+        let ids = Arc::new(Identities::from_file("V", &path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+
+        let dump: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let sealed = r
+            .encrypt_bytes(&zstd::encode_all(&dump[..], 3).unwrap())
+            .unwrap();
+        let mut st = stored_for(&sealed, "zstd", dump.len() as u64);
+        st.encrypted = true;
+        st.identity = Some(ids);
+        let (res, sink) = run(&sealed, &st);
+        let s = res.map_err(|_| ()).unwrap();
+        assert!(sink.0 == dump && s.looked_inside && s.checksum_verified);
+
+        // A changed ciphertext byte: without a stored sha256 the age tag
+        // still refuses it.
+        let mut bad = sealed.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        st.sha256 = None;
+        let (res, sink) = run(&bad, &st);
+        let m = msg(res);
+        assert!(m.contains("age decryption or zstd decompression"), "{m}");
+        assert!(!sink.1);
+
+        // No identity: only hashed, never decrypted.
+        let mut st = stored_for(&sealed, "zstd", dump.len() as u64);
+        st.encrypted = true;
+        let (res, sink) = run(&sealed, &st);
+        let s = res.map_err(|_| ()).unwrap();
+        assert!(!s.looked_inside && s.checksum_verified && sink.0 == sealed);
+        assert!(st
+            .need_identity(Stage::Restore, "restoring it")
+            .unwrap_err()
+            .to_string()
+            .contains("BACKUP_ENCRYPTION_IDENTITY_FILE"));
     }
 
     #[test]

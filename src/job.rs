@@ -1,7 +1,8 @@
-//! One backup: pg_dump -> compress + sha256 -> parts -> storage.
+//! One backup: pg_dump -> compress [-> encrypt] + sha256 -> parts -> storage.
 //!
-//! pg_dump's stdout is read on a blocking thread that compresses and hashes
-//! on the fly and cuts fixed-size parts; the async side uploads them with
+//! pg_dump's stdout is read on a blocking thread that compresses, encrypts
+//! (age, when recipients are configured) and hashes on the fly and cuts
+//! fixed-size parts; the async side uploads them with
 //! bounded memory (a full channel stops reading, a full pipe stops pg_dump).
 //! The object is committed only after pg_dump exited 0 with a non-empty dump;
 //! every other ending aborts it. Nothing touches local disk on the way.
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Compression, Config, Format};
+use crate::crypto::Recipients;
 use crate::error::{JobError, Stage};
 use crate::pg;
 use crate::storage::{self, ObjectMeta, ObjectStore};
@@ -222,6 +224,7 @@ async fn backup(
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let compression = cfg.dump.compression;
+    let recipients = cfg.encryption.recipients.clone();
     // The compressor reads the pipe with plain blocking reads on a thread of
     // its own: no runtime wakeups per read, and its priority can be lowered
     // without touching a pooled thread.
@@ -235,7 +238,7 @@ async fn backup(
             if let Some(n) = nice {
                 renice_this_thread(n);
             }
-            let _ = done.send(compress(reader, compression, tx));
+            let _ = done.send(compress(reader, compression, recipients.as_deref(), tx));
         })
         .map_err(|e| {
             JobError::transient(Stage::Compress, format!("cannot start the compressor: {e}"))
@@ -323,8 +326,11 @@ async fn free_name(
 ) -> Result<String, JobError> {
     for s in 0..NAME_TRIES {
         let t = at + chrono::Duration::seconds(s);
-        let key =
+        let mut key =
             crate::naming::object_name(&cfg.store.prefix, t, cfg.dump.format, cfg.dump.compression);
+        if cfg.encryption.recipients.is_some() {
+            key.push_str(crate::crypto::SUFFIX);
+        }
         match storage.head(&key).await {
             Err(e) if e.is_not_found() => return Ok(key),
             Ok(_) => {
@@ -359,6 +365,15 @@ fn object_meta(
         ("dump-bytes", counts.dump_bytes.to_string()),
         ("format", cfg.dump.format.as_str().to_string()),
         ("compression", cfg.dump.compression.as_str().to_string()),
+        (
+            "encryption",
+            if cfg.encryption.recipients.is_some() {
+                "age"
+            } else {
+                "none"
+            }
+            .to_string(),
+        ),
         ("database", cfg.dump.database.name().to_string()),
         ("server-version", server.version.clone()),
         ("pg-dump-version", tools.major.to_string()),
@@ -468,14 +483,18 @@ pub struct Counts {
     pub sha256: String,
 }
 
-/// Reads the dump, compresses and hashes it, and sends fixed-size parts.
-/// Runs on a blocking thread.
+/// Reads the dump, compresses, encrypts (with `recipients`) and hashes it,
+/// and sends fixed-size parts. Runs on a blocking thread.
 pub fn compress(
     mut reader: impl Read,
     compression: Compression,
+    recipients: Option<&Recipients>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<Counts, JobError> {
-    let sink = PartSink::new(tx);
+    let sink = match recipients {
+        None => Sealed::Plain(PartSink::new(tx)),
+        Some(r) => Sealed::Age(r.encrypt(PartSink::new(tx)).map_err(encrypt_err)?),
+    };
     let mut dump_bytes = 0u64;
     let sink = match compression {
         Compression::Zstd { level } => {
@@ -494,7 +513,7 @@ pub fn compress(
             sink
         }
     };
-    let (stored_bytes, sha256) = sink.finish()?;
+    let (stored_bytes, sha256) = sink.finish()?.finish()?;
     Ok(Counts {
         dump_bytes,
         stored_bytes,
@@ -524,6 +543,42 @@ fn pump(r: &mut impl Read, w: &mut impl Write) -> Result<u64, JobError> {
 
 fn compress_err(e: std::io::Error) -> JobError {
     JobError::permanent(Stage::Compress, e.to_string())
+}
+
+fn encrypt_err(e: std::io::Error) -> JobError {
+    JobError::permanent(Stage::Compress, format!("encrypting: {e}"))
+}
+
+/// The compressor's output: the parts as they are, or age-encrypted first.
+enum Sealed {
+    Plain(PartSink),
+    Age(age::stream::StreamWriter<PartSink>),
+}
+
+impl Sealed {
+    /// Ends the age stream (its last chunk is written only here).
+    fn finish(self) -> Result<PartSink, JobError> {
+        match self {
+            Sealed::Plain(s) => Ok(s),
+            Sealed::Age(w) => w.finish().map_err(encrypt_err),
+        }
+    }
+}
+
+impl Write for Sealed {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sealed::Plain(s) => s.write(data),
+            Sealed::Age(w) => w.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sealed::Plain(s) => s.flush(),
+            Sealed::Age(w) => w.flush(),
+        }
+    }
 }
 
 /// The compressed side: hashes every byte and cuts parts of `part_size(i)`.
@@ -595,7 +650,7 @@ mod tests {
 
     fn run_compress(input: Vec<u8>, c: Compression) -> (Counts, Vec<Bytes>) {
         let (tx, mut rx) = mpsc::channel(1);
-        let h = std::thread::spawn(move || compress(std::io::Cursor::new(input), c, tx));
+        let h = std::thread::spawn(move || compress(std::io::Cursor::new(input), c, None, tx));
         let mut parts = Vec::new();
         while let Some(p) = rx.blocking_recv() {
             parts.push(p);
@@ -652,6 +707,43 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_parts_hash_the_ciphertext_and_decrypt_back() {
+        use age::secrecy::ExposeSecret;
+        let id = age::x25519::Identity::generate();
+        let recipients = Recipients::parse("V", &id.to_public().to_string()).expect("recipient");
+        let input = sample(12 * 1024 * 1024);
+        let (tx, mut rx) = mpsc::channel(1);
+        let data = input.clone();
+        let h = std::thread::spawn(move || {
+            compress(
+                std::io::Cursor::new(data),
+                Compression::DEFAULT,
+                Some(&recipients),
+                tx,
+            )
+        });
+        let mut joined = Vec::new();
+        while let Some(p) = rx.blocking_recv() {
+            joined.extend_from_slice(&p);
+        }
+        let counts = h.join().unwrap().unwrap();
+        assert_eq!(counts.dump_bytes, input.len() as u64);
+        assert_eq!(counts.stored_bytes, joined.len() as u64);
+        assert_eq!(counts.sha256, hex::encode(Sha256::digest(&joined)));
+        assert!(joined.starts_with(b"age-encryption.org/v1\n"));
+        assert!(
+            !joined.windows(8).any(|w| w == b"abcdefgh"),
+            "no plaintext in the stored bytes"
+        );
+        let path = std::env::temp_dir().join(format!("pgbackup-job-id-{}", std::process::id()));
+        std::fs::write(&path, id.to_string().expose_secret()).unwrap();
+        let ids = crate::crypto::Identities::from_file("V", &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let zst = ids.decrypt_bytes(&joined).unwrap();
+        assert!(zstd::decode_all(&zst[..]).unwrap() == input);
+    }
+
+    #[test]
     fn empty_input_gives_no_dump_bytes() {
         let (counts, _) = run_compress(Vec::new(), Compression::DEFAULT);
         assert_eq!(counts.dump_bytes, 0);
@@ -664,6 +756,7 @@ mod tests {
         let e = compress(
             std::io::Cursor::new(sample(20 << 20)),
             Compression::None,
+            None,
             tx,
         )
         .unwrap_err();

@@ -33,6 +33,8 @@
 //!   a spooled archive's data offsets.
 //! - [`naming`]: object names, pure.
 //! - [`config`]: the environment, validated once per concern.
+//! - [`crypto`]: age encryption of stored objects: recipients on the backup
+//!   host, identities where restores run.
 //! - [`schedule`], [`backoff`], [`clock`]: pure logic and time.
 //! - [`error`]: [`error::JobError`] with a stage and a kind that decides
 //!   retries and exit codes; [`error::ConfigError`].
@@ -45,6 +47,7 @@ pub mod catalog;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod crypto;
 pub mod daemon;
 pub mod error;
 pub mod fetch;

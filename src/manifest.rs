@@ -4,7 +4,8 @@
 //!
 //! Stored as `<backup name>.manifest.json` next to the backup (not a
 //! backup-shaped name, so list and restore never take it for one; retention
-//! deletes it with its backup). It is written before the backup object is
+//! deletes it with its backup). It names every table, so an encrypted
+//! backup's manifest is encrypted too: `<name without .age>.manifest.json.age`. It is written before the backup object is
 //! committed and deleted again if that commit fails, so a manifest never
 //! outlives a failed backup. A manifest that cannot be captured or stored
 //! costs the backup nothing: the drill then checks tables without row counts.
@@ -17,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::config::{Config, Database};
+use crate::crypto::{Identities, Recipients};
 use crate::error::{JobError, Stage};
 use crate::pg;
 use crate::pg::{pg_err, quote_ident};
@@ -27,7 +29,10 @@ pub const SUFFIX: &str = ".manifest.json";
 
 /// The manifest object of backup `key`.
 pub fn object_name(key: &str) -> String {
-    format!("{key}{SUFFIX}")
+    match key.strip_suffix(crate::crypto::SUFFIX) {
+        Some(base) => format!("{base}{SUFFIX}{}", crate::crypto::SUFFIX),
+        None => format!("{key}{SUFFIX}"),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,10 +166,20 @@ async fn capture_inner(
 }
 
 /// Writes the manifest of backup `key`, with its sha256 as any object
-/// (S3 metadata, or a sidecar locally).
-pub async fn store(storage: &dyn ObjectStore, key: &str, m: &Manifest) -> Result<(), JobError> {
-    let body = serde_json::to_vec_pretty(m)
+/// (S3 metadata, or a sidecar locally), encrypted when `recipients` are given.
+pub async fn store(
+    storage: &dyn ObjectStore,
+    key: &str,
+    m: &Manifest,
+    recipients: Option<&Recipients>,
+) -> Result<(), JobError> {
+    let mut body = serde_json::to_vec_pretty(m)
         .map_err(|e| JobError::permanent(Stage::Upload, format!("manifest: {e}")))?;
+    if let Some(r) = recipients {
+        body = r.encrypt_bytes(&body).map_err(|e| {
+            JobError::permanent(Stage::Upload, format!("encrypting the manifest: {e}"))
+        })?;
+    }
     let meta = ObjectMeta {
         sha256: hex::encode(Sha256::digest(&body)),
         ..Default::default()
@@ -175,10 +190,12 @@ pub async fn store(storage: &dyn ObjectStore, key: &str, m: &Manifest) -> Result
         .map_err(|e| JobError::storage(Stage::Upload, e))
 }
 
-/// Reads the manifest of backup `key`; None when it has none.
+/// Reads the manifest of backup `key`; None when it has none. An encrypted
+/// one is decrypted with `identity` (the caller checked it has one).
 pub async fn load(
     storage: &dyn ObjectStore,
     key: &str,
+    identity: Option<&Identities>,
     stage: Stage,
 ) -> Result<Option<Manifest>, JobError> {
     let name = object_name(key);
@@ -202,6 +219,17 @@ pub async fn load(
             format!("{name}: checksum mismatch"),
         ));
     }
+    if name.ends_with(crate::crypto::SUFFIX) {
+        let Some(ids) = identity else {
+            return Err(JobError::config(
+                stage,
+                crate::crypto::identity_needed(&name, "reading it"),
+            ));
+        };
+        body = ids
+            .decrypt_bytes(&body)
+            .map_err(|e| JobError::permanent(stage, format!("{name}: {e}")))?;
+    }
     let m: Manifest = serde_json::from_slice(&body).map_err(|e| {
         JobError::permanent(stage, format!("{name} is not a manifest: {e}")).with_source(e)
     })?;
@@ -219,7 +247,7 @@ pub async fn commit_with_manifest(
     snapshot: Option<&tokio_postgres::Client>,
 ) -> Result<(), JobError> {
     let stored = match capture(&cfg.dump.database, snapshot, key).await {
-        Ok(m) => match store(storage, key, &m).await {
+        Ok(m) => match store(storage, key, &m, cfg.encryption.recipients.as_deref()).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "backup continues without a manifest: drills will not check row counts");
@@ -251,6 +279,12 @@ mod tests {
         let m = object_name(key);
         assert_eq!(m, "db/backup_2026-01-25_03-00-00.dump.zst.manifest.json");
         assert!(crate::naming::parse("db/backup_", &m).is_none());
+        let sealed = object_name(&format!("{key}.age"));
+        assert_eq!(
+            sealed,
+            "db/backup_2026-01-25_03-00-00.dump.zst.manifest.json.age"
+        );
+        assert!(crate::naming::parse("db/backup_", &sealed).is_none());
     }
 
     #[test]

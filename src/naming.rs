@@ -1,4 +1,4 @@
-//! Object names: `<prefix><YYYY-MM-DD_HH-MM-SS>.<ext>`, UTC.
+//! Object names: `<prefix><YYYY-MM-DD_HH-MM-SS>.<ext>[.age]`, UTC.
 //!
 //! Only names of exactly this shape under the prefix are ever listed,
 //! restored or deleted; anything else in the bucket is left alone.
@@ -36,6 +36,8 @@ pub struct ParsedName {
     pub format: Format,
     /// `zstd`, `gzip` or `none`.
     pub compression: &'static str,
+    /// Encrypted with age (the name ends in `.age`).
+    pub encrypted: bool,
 }
 
 /// Parses a full key; `None` for anything that is not one of our backups.
@@ -45,6 +47,10 @@ pub fn parse(prefix: &str, key: &str) -> Option<ParsedName> {
         return None;
     }
     let (ts, ext) = rest.split_at(TS_LEN);
+    let (ext, encrypted) = match ext.strip_suffix(crate::crypto::SUFFIX) {
+        Some(e) => (e, true),
+        None => (ext, false),
+    };
     let (_, format, compression) = EXTS.iter().find(|(e, _, _)| *e == ext)?;
     let time = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?.and_utc();
     // Reject non-canonical spellings that chrono would accept.
@@ -55,6 +61,7 @@ pub fn parse(prefix: &str, key: &str) -> Option<ParsedName> {
         time,
         format: *format,
         compression,
+        encrypted,
     })
 }
 
@@ -98,6 +105,10 @@ mod tests {
                 let n = object_name("p/backup_", t(), f, c);
                 let p = parse("p/backup_", &n).unwrap();
                 assert_eq!((p.time, p.format, p.compression), (t(), f, c.as_str()));
+                assert!(!p.encrypted);
+                let sealed = parse("p/backup_", &format!("{n}.age")).unwrap();
+                assert_eq!((sealed.time, sealed.format), (t(), f));
+                assert!(sealed.encrypted);
             }
         }
     }
@@ -116,6 +127,10 @@ mod tests {
             "backup_sub/2026-01-25_03-00-00.dump",
             "backup_2026-01-25_03-00-00",
             "backup_2026-01-25_03-00-0é.dump",
+            "backup_2026-01-25_03-00-00.age",
+            "backup_2026-01-25_03-00-00.dump.age.age",
+            "backup_2026-01-25_03-00-00.dump.zst.age.sha256",
+            "backup_2026-01-25_03-00-00.dump.age.zst",
         ] {
             assert_eq!(parse("backup_", key), None, "{key}");
         }

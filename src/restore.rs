@@ -25,6 +25,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, ChildStdin};
@@ -35,6 +36,7 @@ use crate::archive::{HoldBack, PlainScanner, TocEntry};
 use crate::backoff;
 use crate::catalog::Backup;
 use crate::config::{Database, Format};
+use crate::crypto::Identities;
 use crate::error::{one_line, JobError, Stage};
 use crate::fetch::{self, Failure, Sink, Stored, Streamed};
 use crate::pg::{self, pg_err, quote_ident, ServerInfo, Tools};
@@ -96,6 +98,8 @@ pub struct RestoreOptions {
     pub clean: bool,
     /// pg_restore's parallel jobs; `None` or 1 streams in one transaction.
     pub jobs: Option<u32>,
+    /// Decrypts an encrypted backup; without it one is refused up front.
+    pub identity: Option<Arc<Identities>>,
 }
 
 /// What a restore did.
@@ -140,7 +144,9 @@ pub async fn restore(
             ),
         ));
     }
-    let stored = fetch::stored(storage, backup, stage).await?;
+    // Before the target is touched: an encrypted backup needs its identity.
+    let stored = fetch::stored(storage, backup, opts.identity.as_ref(), stage).await?;
+    stored.need_identity(stage, "restoring it")?;
     let (client, server, created) = open_target(target, stage).await?;
     let label = pg::host_label(target.url_without_password());
     if !opts.clean {

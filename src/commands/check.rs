@@ -70,6 +70,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "storage     ok (write, list, delete in {})",
         storage.describe()
     );
+    if let Some(r) = &cfg.encryption.recipients {
+        println!(
+            "encryption  ok (age, {} recipient{}; the identity is not needed here)",
+            r.len(),
+            if r.len() == 1 { "" } else { "s" }
+        );
+    }
     Ok(())
 }
 

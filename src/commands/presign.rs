@@ -30,5 +30,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .await
         .map_err(failed)?;
     println!("{url}");
+    if backup.encrypted {
+        // stdout stays the URL alone, for scripts; the advice goes to stderr.
+        let file = backup.key.rsplit('/').next().unwrap_or(&backup.key);
+        let plain = file.strip_suffix(crate::crypto::SUFFIX).unwrap_or(file);
+        eprintln!(
+            "note: {} is encrypted: the URL serves age ciphertext. Decrypt where the identity lives: age -d -i key.txt -o {plain} {file}",
+            backup.key
+        );
+    }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `pgbackup restore <NAME|latest> --target-url URL [--clean] [--jobs N]`.
 
 use crate::catalog;
-use crate::config::{Database, DumpConfig, Format, StoreConfig, Vars};
+use crate::config::{Database, DumpConfig, EncryptionConfig, Format, StoreConfig, Vars};
 use crate::error::{ConfigError, Stage};
 use crate::restore::{self, RestoreOptions};
 
@@ -28,6 +28,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let vars = Vars::from_env()?;
     let store = StoreConfig::read(&vars)?;
     let pg_bin_dir = DumpConfig::read_pg_bin_dir(&vars)?;
+    let identity = EncryptionConfig::read(&vars)?.identity;
     let wanted = catalog::wanted(&store.prefix, &a.name)?;
     let target = target_database(&a.target_url, std::env::var("PGPASSWORD").ok())?;
     let storage = super::open_storage(&store).await;
@@ -45,6 +46,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let opts = RestoreOptions {
         clean: a.clean,
         jobs: a.jobs,
+        identity,
         ..Default::default()
     };
     let on_signal = opts.cancel.clone();

@@ -2,7 +2,7 @@
 
 use crate::batch::{self, Command};
 use crate::catalog;
-use crate::config::{BatchConfig, DrillConfig, DumpConfig, StoreConfig, Vars};
+use crate::config::{BatchConfig, DrillConfig, DumpConfig, EncryptionConfig, StoreConfig, Vars};
 use crate::error::Stage;
 use crate::metrics::Metrics;
 use crate::verify;
@@ -88,11 +88,22 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let pg_bin_dir = DumpConfig::read_pg_bin_dir(&vars)?;
+    let identity = EncryptionConfig::read(&vars)?.identity;
     let backup = catalog::resolve(storage.as_ref(), &store.prefix, &wanted, Stage::Verify).await?;
     let r = tokio::select! {
-        r = verify::verify(pg_bin_dir.as_deref(), storage.as_ref(), &backup) => r?,
+        r = verify::verify(pg_bin_dir.as_deref(), storage.as_ref(), &backup, identity.as_ref()) => r?,
         _ = cancel.cancelled() => return Err(crate::restore::stopped(Stage::Verify).into()),
     };
+    if !r.streamed.looked_inside {
+        println!(
+            "ok: {}  sha256 {} matches over {}; encrypted: the archive inside was not read (set BACKUP_ENCRYPTION_IDENTITY_FILE to decrypt and check it)  ({:.1}s)",
+            r.key,
+            r.streamed.sha256,
+            crate::pg::human_bytes(r.streamed.stored_bytes),
+            r.duration.as_secs_f64()
+        );
+        return Ok(());
+    }
     println!(
         "ok: {}  sha256 {} matches over {}; decompressed {}; {}  ({:.1}s)",
         r.key,
