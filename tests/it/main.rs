@@ -8,6 +8,7 @@ mod batch;
 mod bundle;
 mod config_cli;
 mod daemon;
+mod encryption;
 mod faults;
 mod job;
 mod kubernetes;
