@@ -17,3 +17,4 @@ mod recovery;
 mod restore;
 mod retention;
 mod storage;
+mod webconfig;
