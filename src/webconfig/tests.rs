@@ -1,8 +1,24 @@
 use super::*;
 
+/// A temp directory, removed when the test ends.
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Dir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
 /// A directory with a self-signed certificate and its key, and a second
 /// key that does not match it.
-fn pki() -> PathBuf {
+fn pki() -> Dir {
     let dir =
         std::env::temp_dir().join(format!("pgbackup-webconfig-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -12,7 +28,7 @@ fn pki() -> PathBuf {
     let other = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.crt"), c.cert.pem()).unwrap();
-    dir
+    Dir(dir)
 }
 
 fn parse(yaml: &str, dir: &Path) -> Result<WebConfig, WebConfigError> {
