@@ -87,12 +87,13 @@ RUN groupadd --system --gid 10001 pgbackup \
       --shell /usr/sbin/nologin pgbackup
 
 COPY --from=pgbackup-binary /out/pgbackup /usr/local/bin/pgbackup
-COPY docker/healthcheck /usr/local/bin/pgbackup-healthcheck
 
 USER 10001:10001
 WORKDIR /var/lib/pgbackup
 EXPOSE 9854
+# GET /healthz on this host, with TLS and credentials when
+# BACKUP_WEB_CONFIG_FILE asks for them (README.md, docs/security.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-  CMD ["/usr/local/bin/pgbackup-healthcheck"]
+  CMD ["pgbackup", "healthcheck"]
 ENTRYPOINT ["pgbackup"]
 CMD ["run"]

@@ -23,6 +23,7 @@ use url::Url;
 
 use crate::crypto::{Identities, Recipients};
 use crate::error::{one_line, ConfigError};
+use crate::webconfig::{self, tls::ClientIdentity, WebConfig};
 
 /// Default HTTP port of `pgbackup run`: not claimed by any well-known exporter.
 pub const DEFAULT_PORT: u16 = 9854;
@@ -84,6 +85,12 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_ENCRYPTION_RECIPIENTS",
     "BACKUP_ENCRYPTION_RECIPIENTS_FILE",
     "BACKUP_ENCRYPTION_IDENTITY_FILE",
+    "BACKUP_WEB_CONFIG_FILE",
+    "BACKUP_HEALTHCHECK_USER",
+    "BACKUP_HEALTHCHECK_PASSWORD",
+    "BACKUP_HEALTHCHECK_PASSWORD_FILE",
+    "BACKUP_HEALTHCHECK_CERT_FILE",
+    "BACKUP_HEALTHCHECK_KEY_FILE",
 ];
 
 /// The variables that hold secrets: each also comes from a file, named by
@@ -101,6 +108,10 @@ pub const SECRETS: &[(&str, &str)] = &[
     (
         "BACKUP_VERIFY_DATABASE_URL",
         "BACKUP_VERIFY_DATABASE_URL_FILE",
+    ),
+    (
+        "BACKUP_HEALTHCHECK_PASSWORD",
+        "BACKUP_HEALTHCHECK_PASSWORD_FILE",
     ),
 ];
 
@@ -281,6 +292,7 @@ from_vars!(
     RetentionSettings,
     NotifyConfig,
     DaemonConfig,
+    HealthcheckConfig,
     VerifyConfig,
     DrillConfig,
     BatchConfig,
@@ -795,11 +807,14 @@ impl NotifyConfig {
 }
 
 /// The HTTP server and health of `pgbackup run`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// `/health` turns 503 when the last success is older.
     pub max_age: Duration,
+    /// TLS and basic auth (BACKUP_WEB_CONFIG_FILE), read and checked here so
+    /// that a bad file stops start-up; None: plain HTTP, no auth.
+    pub web: Option<WebConfig>,
 }
 
 impl DaemonConfig {
@@ -815,7 +830,111 @@ impl DaemonConfig {
         let hours = parse_number(var, v.or_default(var)?, MAX_AGE_HOURS)?;
         let max_age = Duration::try_from_secs_f64(hours * 3600.0)
             .map_err(|e| invalid(var, format!("{hours} hours: {e}")))?;
-        Ok(DaemonConfig { listen, max_age })
+        let web = match v.get(webconfig::VAR)? {
+            None => None,
+            Some(path) => Some(WebConfig::load(Path::new(path.trim()))?),
+        };
+        Ok(DaemonConfig {
+            listen,
+            max_age,
+            web,
+        })
+    }
+}
+
+/// `pgbackup healthcheck`: the daemon's address and web configuration, and
+/// what the check presents when that configuration asks for credentials.
+#[derive(Debug, Clone)]
+pub struct HealthcheckConfig {
+    pub daemon: DaemonConfig,
+    /// User and password for basic auth.
+    pub credentials: Option<(String, Secret)>,
+    /// A client certificate, for `RequireAndVerifyClientCert`.
+    pub identity: Option<ClientIdentity>,
+}
+
+impl HealthcheckConfig {
+    pub fn read(v: &Vars) -> Result<HealthcheckConfig, ConfigError> {
+        let daemon = DaemonConfig::read(v)?;
+        let (user_var, pw_var) = ("BACKUP_HEALTHCHECK_USER", "BACKUP_HEALTHCHECK_PASSWORD");
+        let credentials = match (v.get(user_var)?, v.get(pw_var)?) {
+            (Some(u), Some(_)) if u.contains(':') => {
+                return Err(invalid(user_var, "a basic auth user name has no ':'"));
+            }
+            (Some(u), Some(p)) => Some((u.to_string(), Secret::new(p))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    user_var,
+                    format!("set, but {pw_var} is not: set both (or {pw_var}_FILE)"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    pw_var,
+                    format!("set, but {user_var} is not: set both"),
+                ))
+            }
+        };
+        let (cert_var, key_var) = (
+            "BACKUP_HEALTHCHECK_CERT_FILE",
+            "BACKUP_HEALTHCHECK_KEY_FILE",
+        );
+        let identity = match (v.get(cert_var)?, v.get(key_var)?) {
+            (Some(c), Some(k)) => Some(
+                ClientIdentity::load(Path::new(c.trim()), Path::new(k.trim())).map_err(
+                    |(is_cert, m)| {
+                        let (var, file) = if is_cert { (cert_var, c) } else { (key_var, k) };
+                        invalid(var, format!("{file:?}: {m}"))
+                    },
+                )?,
+            ),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    cert_var,
+                    format!("set, but {key_var} is not: set both"),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    key_var,
+                    format!("set, but {cert_var} is not: set both"),
+                ))
+            }
+        };
+        // What the server asks for, the check must have: say so here rather
+        // than as a 401 or a failed handshake at every check.
+        if let Some(web) = &daemon.web {
+            if !web.users.is_empty() && credentials.is_none() {
+                return Err(invalid(
+                    user_var,
+                    format!(
+                        "not set, but {} has basic_auth_users: set {user_var} and {pw_var} \
+                         (or {pw_var}_FILE) to a user of that file",
+                        webconfig::VAR
+                    ),
+                ));
+            }
+            let required = web.tls.as_ref().is_some_and(|t| {
+                t.client_auth == webconfig::ClientAuth::RequireAndVerifyClientCert
+            });
+            if required && identity.is_none() {
+                return Err(invalid(
+                    cert_var,
+                    format!(
+                        "not set, but {} requires client certificates: set {cert_var} and \
+                         {key_var} to a certificate from its client_ca_file",
+                        webconfig::VAR
+                    ),
+                ));
+            }
+        }
+        Ok(HealthcheckConfig {
+            daemon,
+            credentials,
+            identity,
+        })
     }
 }
 
@@ -1813,6 +1932,7 @@ mod tests {
                     RetentionSettings::from_vars(env.clone()).err(),
                     NotifyConfig::from_vars(env.clone()).err(),
                     DaemonConfig::from_vars(env.clone()).err(),
+                    HealthcheckConfig::from_vars(env.clone()).err(),
                     VerifyConfig::from_vars(env.clone()).err(),
                     DrillConfig::from_vars(env.clone()).err(),
                 ];
@@ -1937,6 +2057,64 @@ mod tests {
         assert_eq!(e.var, "AWS_SECRET_ACCESS_KEY");
         let _ = std::fs::remove_file(id);
         let _ = std::fs::remove_file(secret);
+    }
+
+    #[test]
+    fn the_health_check_takes_credentials_in_pairs_and_when_the_server_asks() {
+        let hc = |pairs: &[(&str, &str)]| HealthcheckConfig::read(&with(pairs).unwrap());
+        assert!(hc(&[]).unwrap().credentials.is_none());
+        let c = hc(&[
+            ("BACKUP_HEALTHCHECK_USER", "probe"),
+            ("BACKUP_HEALTHCHECK_PASSWORD", "pr0be-secret"),
+        ])
+        .unwrap();
+        assert_eq!(c.credentials.as_ref().unwrap().0, "probe");
+        assert!(!format!("{c:?}").contains("pr0be-secret"));
+        for (pairs, var) in [
+            (
+                &[("BACKUP_HEALTHCHECK_USER", "probe")][..],
+                "BACKUP_HEALTHCHECK_USER",
+            ),
+            (
+                &[("BACKUP_HEALTHCHECK_PASSWORD", "pr0be-secret")],
+                "BACKUP_HEALTHCHECK_PASSWORD",
+            ),
+            (
+                &[
+                    ("BACKUP_HEALTHCHECK_USER", "a:b"),
+                    ("BACKUP_HEALTHCHECK_PASSWORD", "pr0be-secret"),
+                ],
+                "BACKUP_HEALTHCHECK_USER",
+            ),
+            (
+                &[("BACKUP_HEALTHCHECK_CERT_FILE", "/x.crt")],
+                "BACKUP_HEALTHCHECK_CERT_FILE",
+            ),
+            (
+                &[
+                    ("BACKUP_HEALTHCHECK_CERT_FILE", "/nonexistent/x.crt"),
+                    ("BACKUP_HEALTHCHECK_KEY_FILE", "/nonexistent/x.key"),
+                ],
+                "BACKUP_HEALTHCHECK_CERT_FILE",
+            ),
+        ] {
+            let e = hc(pairs).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+            assert!(!e.to_string().contains("pr0be-secret"), "{e}");
+        }
+        // A server with basic auth needs the check's credentials.
+        let f = secret_file("basic_auth_users:\n  probe: $2y$04$abcdefghijklmnopqrstuuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\n");
+        let web = f.to_str().unwrap();
+        let e = hc(&[("BACKUP_WEB_CONFIG_FILE", web)]).unwrap_err();
+        assert_eq!(e.var, "BACKUP_HEALTHCHECK_USER", "{e}");
+        assert!(e.message.contains("basic_auth_users"), "{e}");
+        assert!(hc(&[
+            ("BACKUP_WEB_CONFIG_FILE", web),
+            ("BACKUP_HEALTHCHECK_USER", "probe"),
+            ("BACKUP_HEALTHCHECK_PASSWORD", "pr0be-secret"),
+        ])
+        .is_ok());
+        let _ = std::fs::remove_file(f);
     }
 
     #[test]

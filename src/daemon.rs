@@ -104,6 +104,7 @@ impl Runner for JobRunner {
 
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
+    let security = http::Security::new(cfg.daemon.web.as_ref())?;
     let listener = std::net::TcpListener::bind(cfg.daemon.listen).with_context(|| {
         format!(
             "cannot listen on BACKUP_LISTEN_ADDRESS {}",
@@ -123,10 +124,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Notifications::from_config(&cfg),
     );
     let stop_http = CancellationToken::new();
-    let server = http::spawn(listener, daemon.state.clone(), stop_http.clone())
+    let server = http::spawn(listener, daemon.state.clone(), security, stop_http.clone())
         .context("cannot start the HTTP server")?;
     tracing::info!(
         listen = %cfg.daemon.listen,
+        serving = %cfg.daemon.web.as_ref().map(|w| w.describe()).unwrap_or_else(|| "http, no basic auth".into()),
         schedule = %cfg.schedule.cron,
         storage = %daemon.store.describe(),
         database = %cfg.dump.database.name(),

@@ -2,6 +2,11 @@
 //! `/health`, and `/` linking to them. It runs on a runtime of its own (two
 //! workers), so a backup's work never queues in front of a scrape. Unknown
 //! paths get 404, other methods 405.
+//!
+//! With BACKUP_WEB_CONFIG_FILE ([`Security`]) every path, `/healthz`
+//! included, is served over TLS and behind basic auth: a request without
+//! valid credentials gets 401 before any routing, so not even which paths
+//! exist is told.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -11,15 +16,50 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::error::ConfigError;
 use crate::metrics::{self, Metrics};
+use crate::webconfig::auth::{BasicAuth, Decision};
+use crate::webconfig::{self, WebConfig};
+
+/// A client that opens a connection and sends nothing is dropped after this
+/// long, in the TLS handshake as in the request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS and basic auth from the web configuration; the default is neither.
+#[derive(Clone, Default)]
+pub struct Security {
+    tls: Option<TlsAcceptor>,
+    auth: Option<Arc<BasicAuth>>,
+}
+
+impl Security {
+    pub fn new(web: Option<&WebConfig>) -> Result<Security, ConfigError> {
+        let Some(web) = web else {
+            return Ok(Security::default());
+        };
+        let tls = match &web.tls {
+            None => None,
+            Some(t) => Some(TlsAcceptor::from(
+                webconfig::tls::server_config(t)
+                    .map_err(|m| ConfigError::new(webconfig::VAR, m))?,
+            )),
+        };
+        Ok(Security {
+            tls,
+            auth: BasicAuth::new(&web.users),
+        })
+    }
+}
 
 /// What `/health` reports; the daemon updates it after each attempt.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -103,6 +143,7 @@ pub fn health_of(
 pub fn spawn(
     listener: std::net::TcpListener,
     state: Arc<AppState>,
+    security: Security,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     listener.set_nonblocking(true)?;
@@ -119,7 +160,7 @@ pub fn spawn(
         .spawn(move || {
             rt.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(l) => serve(l, state, shutdown).await,
+                    Ok(l) => serve(l, state, security, shutdown).await,
                     Err(e) => tracing::error!(error = %e, "cannot serve HTTP"),
                 }
             });
@@ -128,7 +169,12 @@ pub fn spawn(
     Ok(stopped)
 }
 
-async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: CancellationToken) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    security: Security,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -144,22 +190,72 @@ async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancellati
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let stop = shutdown.clone();
+        let Security { tls, auth } = security.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&req, &state)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            match tls {
+                None => serve_connection(stream, state, auth, stop).await,
+                Some(acceptor) => {
+                    let tls = tokio::select! {
+                        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    match tls {
+                        Ok(Ok(s)) => serve_connection(s, state, auth, stop).await,
+                        // A scanner, a client without a certificate, a plain
+                        // HTTP request: its own problem, not worth a warning.
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
+}
+
+async fn serve_connection<S>(
+    io: S,
+    state: Arc<AppState>,
+    auth: Option<Arc<BasicAuth>>,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        let auth = auth.clone();
+        async move {
+            if let Some(auth) = auth {
+                let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+                if auth.check(header).await != Decision::Allow {
+                    return Ok::<_, Infallible>(unauthorized());
+                }
+            }
+            Ok(route(&req, &state))
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+}
+
+/// 401 with the challenge browsers and Prometheus answer.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        "text/plain; charset=utf-8",
+        "Unauthorized\n".into(),
+    );
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"pgbackup\""),
+    );
+    r
 }
 
 fn route(req: &Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {

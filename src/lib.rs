@@ -11,7 +11,9 @@
 //! - [`daemon`]: `pgbackup run`: the schedule, start-up, tracked retention
 //!   and notification tasks, shutdown; over a [`clock::Clock`] and a
 //!   [`daemon::Runner`] so its rules are tested in paused time.
-//! - [`http`]: `/metrics`, `/health`, `/healthz` on a runtime of their own.
+//! - [`probe`]: `pgbackup healthcheck`'s one request to the daemon.
+//! - [`http`]: `/metrics`, `/health`, `/healthz` on a runtime of their own,
+//!   with TLS and basic auth from [`webconfig`].
 //! - [`metrics`]: the Prometheus series, read from a job's [`job::Outcome`].
 //! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.
 //! - [`verify`]: integrity check and restore drill, over [`restore`].
@@ -35,6 +37,8 @@
 //! - [`config`]: the environment, validated once per concern.
 //! - [`crypto`]: age encryption of stored objects: recipients on the backup
 //!   host, identities where restores run.
+//! - [`webconfig`]: BACKUP_WEB_CONFIG_FILE (exporter-toolkit's format): TLS
+//!   with certificates re-read on change, basic auth in constant time.
 //! - [`schedule`], [`backoff`], [`clock`]: pure logic and time.
 //! - [`error`]: [`error::JobError`] with a stage and a kind that decides
 //!   retries and exit codes; [`error::ConfigError`].
@@ -61,9 +65,11 @@ pub mod naming;
 pub mod notify;
 pub mod pg;
 pub mod presign;
+pub mod probe;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod seekable;
 pub mod storage;
 pub mod verify;
+pub mod webconfig;

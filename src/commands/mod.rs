@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod healthcheck;
 mod list;
 mod presign;
 mod prune;
@@ -52,6 +53,8 @@ pub enum Command {
     Verify(verify::Args),
     /// Print a presigned GET URL for a backup (local storage: its path).
     Presign(presign::Args),
+    /// Container health check: exit 0 when the daemon here answers /healthz, else 1.
+    Healthcheck,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -71,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(a) => restore::run(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Presign(a) => presign::run(a).await,
+        Command::Healthcheck => healthcheck::run().await,
     }
 }
 

@@ -18,3 +18,4 @@ mod recovery;
 mod restore;
 mod retention;
 mod storage;
+mod webconfig;
