@@ -55,6 +55,7 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_KEEP_DAILY",
     "BACKUP_KEEP_WEEKLY",
     "BACKUP_KEEP_MONTHLY",
+    "BACKUP_RETENTION_INCLUDE_IMPORTED",
     "BACKUP_WEBHOOK_URL",
     "BACKUP_WEBHOOK_RETRIES",
     "BACKUP_WEBHOOK_BACKOFF_SECONDS",
@@ -117,6 +118,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("BACKUP_COMPRESSION", "zstd"),
     ("BACKUP_RETENTION_DAYS", "30"),
     ("BACKUP_RETENTION_MIN_COUNT", "3"),
+    ("BACKUP_RETENTION_INCLUDE_IMPORTED", "false"),
     ("BACKUP_WEBHOOK_RETRIES", "3"),
     ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "2"),
     ("BACKUP_WEBHOOK_FORMAT", "slack"),
@@ -420,6 +422,9 @@ pub enum Format {
     Custom,
     /// pg_dump -Fp, restored with psql.
     Plain,
+    /// pg_dump -Ft: only the Railway template's imported backups; pgbackup
+    /// never writes it (BACKUP_FORMAT does not accept it).
+    Tar,
 }
 
 impl Format {
@@ -427,12 +432,14 @@ impl Format {
         match self {
             Format::Custom => "dump",
             Format::Plain => "sql",
+            Format::Tar => "tar",
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Custom => "custom",
             Format::Plain => "plain",
+            Format::Tar => "tar",
         }
     }
 }
@@ -495,6 +502,9 @@ pub struct RetentionSettings {
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
+    /// The Railway template's imported backups take part too
+    /// (BACKUP_RETENTION_INCLUDE_IMPORTED); off, they are never deleted.
+    pub include_imported: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -724,6 +734,7 @@ impl RetentionSettings {
             keep_daily: opt_u32(v, "BACKUP_KEEP_DAILY")?,
             keep_weekly: opt_u32(v, "BACKUP_KEEP_WEEKLY")?,
             keep_monthly: opt_u32(v, "BACKUP_KEEP_MONTHLY")?,
+            include_imported: parse_bool(v, "BACKUP_RETENTION_INCLUDE_IMPORTED")?,
         })
     }
 }

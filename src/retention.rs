@@ -20,6 +20,11 @@
 //!   calendar months that have a backup. Periods without a backup do not
 //!   count, so a month of failed backups does not use up the daily slots.
 //!   Unset or 0: the rule is off.
+//!
+//! The Railway template's imported backups ([`naming::parse_template`]) are
+//! left out entirely (never deleted, not counted for `min_count`) unless
+//! BACKUP_RETENTION_INCLUDE_IMPORTED is true; then they are backups like any
+//! other, under the same rules.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -92,7 +97,11 @@ pub fn plan(
     let mut all: Vec<Planned> = objects
         .iter()
         .filter_map(|o| {
-            let parsed = naming::parse(prefix, &o.key)?;
+            let parsed = naming::parse(prefix, &o.key).or_else(|| {
+                s.include_imported
+                    .then(|| naming::parse_template(prefix, &o.key))
+                    .flatten()
+            })?;
             Some(Planned {
                 key: o.key.clone(),
                 time: parsed.time,
@@ -222,8 +231,13 @@ pub async fn apply_with(
     now: DateTime<Utc>,
     opts: &Options,
 ) -> Result<RetentionReport, JobError> {
+    let listing = if settings.include_imported {
+        crate::catalog::listing_prefix(prefix)
+    } else {
+        prefix.to_string()
+    };
     let objects = storage
-        .list(prefix)
+        .list(&listing)
         .await
         .map_err(|e| JobError::storage(Stage::Retention, e))?;
     if let Some(key) = &opts.protect {
@@ -274,7 +288,7 @@ pub async fn apply_with(
         let manifests: Vec<String> = plan
             .delete
             .iter()
-            .filter(|p| !failed_keys.contains(&p.key))
+            .filter(|p| !failed_keys.contains(&p.key) && naming::parse(prefix, &p.key).is_some())
             .map(|p| crate::manifest::object_name(&p.key))
             .collect();
         for batch in manifests.chunks(DELETE_BATCH) {
@@ -417,6 +431,7 @@ mod tests {
             keep_daily: None,
             keep_weekly: None,
             keep_monthly: None,
+            include_imported: false,
         }
     }
 
@@ -613,6 +628,30 @@ mod tests {
     }
 
     #[test]
+    fn imported_backups_are_never_planned_unless_included() {
+        let old = "backup-2025-01-01T05-00-00-123Z.tar.gz";
+        let new = "backup-2026-03-15T05-00-00-000Z.tar.gz";
+        let mut objs = vec![obj(old), obj(new)];
+        objs.extend(daily(5, 40));
+        let s = settings(30, 1);
+        let p = plan(&objs, P, now(), &s);
+        // Off: not deleted, and not counted either (the newest own backup
+        // is kept by min_count even though an imported one is newer).
+        let planned: Vec<String> = keys(&p.keep).into_iter().chain(keys(&p.delete)).collect();
+        assert!(
+            !planned.iter().any(|k| k.ends_with(".tar.gz")),
+            "{planned:?}"
+        );
+        assert_eq!(p.keep.len(), 1);
+        let mut s = s;
+        s.include_imported = true;
+        let p = plan(&objs, P, now(), &s);
+        assert_eq!(keys(&p.keep), vec![new.to_string()]);
+        assert!(keys(&p.delete).contains(&old.to_string()));
+        assert_eq!(p.delete.len(), 6);
+    }
+
+    #[test]
     fn gfs_rules_overlap_and_any_rule_keeps() {
         // One backup a day for 120 days, newest today.
         let objs = daily(120, 0);
@@ -622,6 +661,7 @@ mod tests {
             keep_daily: Some(10),
             keep_weekly: Some(6),
             keep_monthly: Some(4),
+            include_imported: false,
         };
         let p = plan(&objs, P, now(), &s);
         let expect_keep: HashSet<String> = {

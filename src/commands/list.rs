@@ -6,7 +6,7 @@ use crate::error::Stage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print a JSON array of {name, time, size, format, compression}.
+    /// Print a JSON array of {name, time, size, format, compression, imported}.
     #[arg(long)]
     pub json: bool,
 }
@@ -27,6 +27,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     "size": b.size,
                     "format": b.format.as_str(),
                     "compression": b.compression,
+                    "imported": b.imported,
                 })
             })
             .collect();
@@ -53,12 +54,17 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
     for b in &backups {
         println!(
-            "{:<width$}  {}  {:>10}  {} ({})",
+            "{:<width$}  {}  {:>10}  {} ({}){}",
             b.key,
             b.time.format("%Y-%m-%d %H:%M:%S"),
             crate::pg::human_bytes(b.size),
             b.format.as_str(),
-            b.compression
+            b.compression,
+            if b.imported {
+                "  imported (Railway template)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

@@ -93,10 +93,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         r = verify::verify(pg_bin_dir.as_deref(), storage.as_ref(), &backup) => r?,
         _ = cancel.cancelled() => return Err(crate::restore::stopped(Stage::Verify).into()),
     };
+    let checksum = if r.streamed.checksum_verified {
+        format!("sha256 {} matches", r.streamed.sha256)
+    } else {
+        "no sha256 stored (imported from the Railway template): checksum not checked, gzip CRC checked".to_string()
+    };
     println!(
-        "ok: {}  sha256 {} matches over {}; decompressed {}; {}  ({:.1}s)",
+        "ok: {}  {checksum} over {}; decompressed {}; {}  ({:.1}s)",
         r.key,
-        r.streamed.sha256,
         crate::pg::human_bytes(r.streamed.stored_bytes),
         crate::pg::human_bytes(r.streamed.dump_bytes),
         match r.tables {

@@ -9,6 +9,7 @@ mod bundle;
 mod config_cli;
 mod daemon;
 mod faults;
+mod imported;
 mod job;
 mod kubernetes;
 pub mod notify;
