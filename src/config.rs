@@ -488,6 +488,9 @@ pub enum StorageConfig {
         /// (directly or from `_FILE`s); None: the AWS default chain
         /// (profile, web identity, instance role).
         credentials: Option<(Secret, Secret, Option<Secret>)>,
+        /// SUPPORT_OBJECT_LOCK: every upload carries Content-MD5, and a
+        /// delete refused because the object is locked counts as kept.
+        object_lock: bool,
     },
     Local {
         dir: PathBuf,
@@ -595,21 +598,14 @@ impl StoreConfig {
             }
             prefix = format!("{sub}/{prefix}");
         }
-        // The template's Object Lock switch: refused rather than ignored,
-        // since uploads to a locked bucket need a checksum header that
-        // pgbackup does not send to custom endpoints yet.
-        if parse_bool(v, "SUPPORT_OBJECT_LOCK")? {
-            return Err(invalid(
-                "SUPPORT_OBJECT_LOCK",
-                "true is not supported yet: S3 Object Lock buckets need a checksum on every upload; use a bucket without Object Lock, or unset it",
-            ));
-        }
+        let object_lock = parse_bool(v, "SUPPORT_OBJECT_LOCK")?;
         let backend = match (v.get("AWS_S3_BUCKET")?, v.get("BACKUP_LOCAL_DIR")?) {
             (Some(bucket), _) => StorageConfig::S3 {
                 bucket: bucket_name(bucket)?,
                 endpoint: v.get("AWS_S3_ENDPOINT")?.map(endpoint).transpose()?,
                 region: region(v.or_default("AWS_S3_REGION")?)?,
                 force_path_style: parse_bool(v, "AWS_S3_FORCE_PATH_STYLE")?,
+                object_lock,
                 credentials: match (v.get("AWS_ACCESS_KEY_ID")?, v.get("AWS_SECRET_ACCESS_KEY")?) {
                     (Some(id), Some(secret)) => Some((
                         Secret::new(id.trim()),
@@ -629,6 +625,13 @@ impl StoreConfig {
                     )),
                 },
             },
+            // Refused rather than ignored: a directory has no Object Lock.
+            (None, Some(_)) if object_lock => {
+                return Err(invalid(
+                    "SUPPORT_OBJECT_LOCK",
+                    "true applies to S3 buckets only (AWS_S3_BUCKET), not to BACKUP_LOCAL_DIR; unset it",
+                ))
+            }
             (None, Some(dir)) => StorageConfig::Local {
                 dir: PathBuf::from(dir),
             },
@@ -1285,6 +1288,7 @@ mod tests {
                 region: "auto".into(),
                 force_path_style: true,
                 credentials: None,
+                object_lock: false,
             }
         );
         assert_eq!(c.dump.compression, Compression::DEFAULT);
@@ -1902,7 +1906,7 @@ mod tests {
     }
 
     #[test]
-    fn the_templates_subfolder_is_honoured_and_object_lock_is_refused_not_ignored() {
+    fn the_templates_subfolder_and_object_lock_are_honoured() {
         let store = |extra: &[(&str, &str)]| {
             let mut pairs = vec![("AWS_S3_BUCKET", "b")];
             pairs.extend_from_slice(extra);
@@ -1922,8 +1926,21 @@ mod tests {
             let e = store(&[("BUCKET_SUBFOLDER", bad)]).unwrap_err();
             assert_eq!(e.var, "BUCKET_SUBFOLDER", "{bad}");
         }
-        assert!(store(&[("SUPPORT_OBJECT_LOCK", "false")]).is_ok());
-        let e = store(&[("SUPPORT_OBJECT_LOCK", "true")]).unwrap_err();
+        let lock = |v| match store(&[("SUPPORT_OBJECT_LOCK", v)]).unwrap().backend {
+            StorageConfig::S3 { object_lock, .. } => object_lock,
+            other => panic!("{other:?}"),
+        };
+        assert!(!lock("false") && lock("true"));
+        let e = store(&[("SUPPORT_OBJECT_LOCK", "yes please")]).unwrap_err();
+        assert_eq!(e.var, "SUPPORT_OBJECT_LOCK");
+        let e = StoreConfig::read(
+            &with(&[
+                ("BACKUP_LOCAL_DIR", "/tmp/x"),
+                ("SUPPORT_OBJECT_LOCK", "true"),
+            ])
+            .unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(e.var, "SUPPORT_OBJECT_LOCK");
     }
 }
