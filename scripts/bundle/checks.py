@@ -553,6 +553,11 @@ def cmd_dockerfile(args):
             global_args[k] = v.strip('"')
     if not p.check(len(stages) >= 2, "must be multi-stage"):
         return p.finish("")
+    # Railway's builder wants cache mount ids of its own and rejects others;
+    # plain builders without BuildKit reject the flag altogether.
+    for ins in instructions:
+        p.check(not (ins["instruction"] == "RUN" and re.search(r"--mount\b", ins["value"])),
+                f"line {ins['startline'] + 1}: RUN --mount needs BuildKit cache ids Railway does not accept")
     by_name = {st["name"]: st for st in stages if st["name"]}
 
     def expand(text, args):
