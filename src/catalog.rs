@@ -1,6 +1,12 @@
 //! The backups in storage: only names of the contract's shape under the
 //! prefix, newest first, and the one resolver of a `<NAME|latest>` argument
 //! that list, restore, verify, presign and the drill share.
+//!
+//! The Railway template's old backups under the same prefix location
+//! ([`naming::parse_template`]) are listed too, marked `imported`, so that
+//! a user who switches image can still restore them. `latest` is the newest
+//! backup of either kind: on the day of the switch it is the template's last
+//! one, from the first pgbackup backup on it is pgbackup's.
 
 use chrono::{DateTime, Utc};
 
@@ -20,6 +26,8 @@ pub struct Backup {
     pub compression: &'static str,
     /// Encrypted with age: reading inside needs the identity.
     pub encrypted: bool,
+    /// Written by the Railway template (no sha256, no manifest).
+    pub imported: bool,
 }
 
 /// What a `<NAME|latest>` argument asks for, checked before any I/O.
@@ -36,29 +44,54 @@ pub fn wanted(prefix: &str, name: &str) -> Result<Wanted, ConfigError> {
     if name == "latest" {
         return Ok(Wanted::Latest);
     }
-    if naming::parse(prefix, name).is_some() {
-        return Ok(Wanted::Key(name.to_string()));
-    }
-    let full = format!("{prefix}{name}");
-    if naming::parse(prefix, &full).is_some() {
-        return Ok(Wanted::Key(full));
+    let folder = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
+    for key in [
+        name.to_string(),
+        format!("{prefix}{name}"),
+        format!("{folder}{name}"),
+    ] {
+        if parse_any(prefix, &key).is_some() {
+            return Ok(Wanted::Key(key));
+        }
     }
     Err(ConfigError::new(
         "NAME",
         format!(
-            "{name:?} is not a backup name: expected `latest` or {prefix}YYYY-MM-DD_HH-MM-SS.<dump|sql>[.zst|.gz][.age] as `pgbackup list` prints it"
+            "{name:?} is not a backup name: expected `latest` or {prefix}YYYY-MM-DD_HH-MM-SS.<dump|sql>[.zst|.gz][.age] (or an imported <prefix>-<ISO time>.tar.gz) as `pgbackup list` prints it"
         ),
     ))
 }
 
-/// Our backups under `prefix`, newest first. Errors carry `stage`.
+/// One of ours, else one of the template's.
+fn parse_any(prefix: &str, key: &str) -> Option<naming::ParsedName> {
+    naming::parse(prefix, key).or_else(|| naming::parse_template(prefix, key))
+}
+
+/// What to list so that both our names and the template's are in it: the
+/// longest prefix they all share.
+pub fn listing_prefix(prefix: &str) -> String {
+    let mut common = prefix.to_string();
+    for p in naming::template_prefixes(prefix) {
+        let n = common
+            .char_indices()
+            .zip(p.chars())
+            .take_while(|((_, a), b)| a == b)
+            .last()
+            .map_or(0, |((i, a), _)| i + a.len_utf8());
+        common.truncate(n);
+    }
+    common
+}
+
+/// Our backups under `prefix` and the template's imported ones, newest
+/// first. Errors carry `stage`.
 pub async fn list(
     storage: &dyn ObjectStore,
     prefix: &str,
     stage: Stage,
 ) -> Result<Vec<Backup>, JobError> {
     let objects = storage
-        .list(prefix)
+        .list(&listing_prefix(prefix))
         .await
         .map_err(|e| JobError::storage(stage, e))?;
     Ok(select(
@@ -67,12 +100,13 @@ pub async fn list(
     ))
 }
 
-/// Keeps the contract-shaped names and orders them newest first (ties: by name).
+/// Keeps the contract-shaped names and the template's, and orders them
+/// newest first (ties: by name).
 pub fn select(prefix: &str, objects: Vec<(String, u64)>) -> Vec<Backup> {
     let mut out: Vec<Backup> = objects
         .into_iter()
         .filter_map(|(key, size)| {
-            let p = naming::parse(prefix, &key)?;
+            let p = parse_any(prefix, &key)?;
             Some(Backup {
                 key,
                 time: p.time,
@@ -80,6 +114,7 @@ pub fn select(prefix: &str, objects: Vec<(String, u64)>) -> Vec<Backup> {
                 format: p.format,
                 compression: p.compression,
                 encrypted: p.encrypted,
+                imported: p.imported,
             })
         })
         .collect();
@@ -164,6 +199,29 @@ mod tests {
         )
         .is_err());
         assert!(pick(Vec::new(), &Wanted::Latest).is_err());
+    }
+
+    #[test]
+    fn the_templates_backups_are_listed_as_imported_and_can_be_latest() {
+        const T: &str = "db/backup-2026-01-27T05-00-00-123Z.tar.gz";
+        let mut objs = objects();
+        objs.push((T.into(), 40));
+        objs.push(("db/backup-2026-01-27T05-00-00-123Z.tar".into(), 5));
+        let all = select("db/backup_", objs);
+        let keys: Vec<&str> = all.iter().map(|b| b.key.as_str()).collect();
+        assert_eq!(keys, vec![T, B, A, C]);
+        assert!(all[0].imported && !all[1].imported);
+        assert_eq!((all[0].format, all[0].compression), (Format::Tar, "gzip"));
+        // Newest of either kind.
+        assert_eq!(pick(all, &Wanted::Latest).unwrap().key, T);
+        assert_eq!(wanted("db/backup_", T).unwrap(), Wanted::Key(T.into()));
+        // The name as the template's folder holds it.
+        assert_eq!(
+            wanted("db/backup_", "backup-2026-01-27T05-00-00-123Z.tar.gz").unwrap(),
+            Wanted::Key(T.into())
+        );
+        assert_eq!(listing_prefix("db/backup_"), "db/backup");
+        assert_eq!(listing_prefix("db/x_"), "db/x_");
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_KEEP_DAILY",
     "BACKUP_KEEP_WEEKLY",
     "BACKUP_KEEP_MONTHLY",
+    "BACKUP_RETENTION_INCLUDE_IMPORTED",
     "BACKUP_WEBHOOK_URL",
     "BACKUP_WEBHOOK_RETRIES",
     "BACKUP_WEBHOOK_BACKOFF_SECONDS",
@@ -133,6 +134,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("BACKUP_COMPRESSION", "zstd"),
     ("BACKUP_RETENTION_DAYS", "30"),
     ("BACKUP_RETENTION_MIN_COUNT", "3"),
+    ("BACKUP_RETENTION_INCLUDE_IMPORTED", "false"),
     ("BACKUP_WEBHOOK_RETRIES", "3"),
     ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "2"),
     ("BACKUP_WEBHOOK_FORMAT", "slack"),
@@ -438,6 +440,9 @@ pub enum Format {
     Custom,
     /// pg_dump -Fp, restored with psql.
     Plain,
+    /// pg_dump -Ft: only the Railway template's imported backups; pgbackup
+    /// never writes it (BACKUP_FORMAT does not accept it).
+    Tar,
 }
 
 impl Format {
@@ -445,12 +450,14 @@ impl Format {
         match self {
             Format::Custom => "dump",
             Format::Plain => "sql",
+            Format::Tar => "tar",
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Custom => "custom",
             Format::Plain => "plain",
+            Format::Tar => "tar",
         }
     }
 }
@@ -499,6 +506,9 @@ pub enum StorageConfig {
         /// (directly or from `_FILE`s); None: the AWS default chain
         /// (profile, web identity, instance role).
         credentials: Option<(Secret, Secret, Option<Secret>)>,
+        /// SUPPORT_OBJECT_LOCK: every upload carries Content-MD5, and a
+        /// delete refused because the object is locked counts as kept.
+        object_lock: bool,
     },
     Local {
         dir: PathBuf,
@@ -513,6 +523,9 @@ pub struct RetentionSettings {
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
+    /// The Railway template's imported backups take part too
+    /// (BACKUP_RETENTION_INCLUDE_IMPORTED); off, they are never deleted.
+    pub include_imported: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -603,21 +616,14 @@ impl StoreConfig {
             }
             prefix = format!("{sub}/{prefix}");
         }
-        // The template's Object Lock switch: refused rather than ignored,
-        // since uploads to a locked bucket need a checksum header that
-        // pgbackup does not send to custom endpoints yet.
-        if parse_bool(v, "SUPPORT_OBJECT_LOCK")? {
-            return Err(invalid(
-                "SUPPORT_OBJECT_LOCK",
-                "true is not supported yet: S3 Object Lock buckets need a checksum on every upload; use a bucket without Object Lock, or unset it",
-            ));
-        }
+        let object_lock = parse_bool(v, "SUPPORT_OBJECT_LOCK")?;
         let backend = match (v.get("AWS_S3_BUCKET")?, v.get("BACKUP_LOCAL_DIR")?) {
             (Some(bucket), _) => StorageConfig::S3 {
                 bucket: bucket_name(bucket)?,
                 endpoint: v.get("AWS_S3_ENDPOINT")?.map(endpoint).transpose()?,
                 region: region(v.or_default("AWS_S3_REGION")?)?,
                 force_path_style: parse_bool(v, "AWS_S3_FORCE_PATH_STYLE")?,
+                object_lock,
                 credentials: match (v.get("AWS_ACCESS_KEY_ID")?, v.get("AWS_SECRET_ACCESS_KEY")?) {
                     (Some(id), Some(secret)) => Some((
                         Secret::new(id.trim()),
@@ -637,6 +643,13 @@ impl StoreConfig {
                     )),
                 },
             },
+            // Refused rather than ignored: a directory has no Object Lock.
+            (None, Some(_)) if object_lock => {
+                return Err(invalid(
+                    "SUPPORT_OBJECT_LOCK",
+                    "true applies to S3 buckets only (AWS_S3_BUCKET), not to BACKUP_LOCAL_DIR; unset it",
+                ))
+            }
             (None, Some(dir)) => StorageConfig::Local {
                 dir: PathBuf::from(dir),
             },
@@ -742,6 +755,7 @@ impl RetentionSettings {
             keep_daily: opt_u32(v, "BACKUP_KEEP_DAILY")?,
             keep_weekly: opt_u32(v, "BACKUP_KEEP_WEEKLY")?,
             keep_monthly: opt_u32(v, "BACKUP_KEEP_MONTHLY")?,
+            include_imported: parse_bool(v, "BACKUP_RETENTION_INCLUDE_IMPORTED")?,
         })
     }
 }
@@ -1442,6 +1456,7 @@ mod tests {
                 region: "auto".into(),
                 force_path_style: true,
                 credentials: None,
+                object_lock: false,
             }
         );
         assert_eq!(c.dump.compression, Compression::DEFAULT);
@@ -2118,7 +2133,7 @@ mod tests {
     }
 
     #[test]
-    fn the_templates_subfolder_is_honoured_and_object_lock_is_refused_not_ignored() {
+    fn the_templates_subfolder_and_object_lock_are_honoured() {
         let store = |extra: &[(&str, &str)]| {
             let mut pairs = vec![("AWS_S3_BUCKET", "b")];
             pairs.extend_from_slice(extra);
@@ -2138,8 +2153,21 @@ mod tests {
             let e = store(&[("BUCKET_SUBFOLDER", bad)]).unwrap_err();
             assert_eq!(e.var, "BUCKET_SUBFOLDER", "{bad}");
         }
-        assert!(store(&[("SUPPORT_OBJECT_LOCK", "false")]).is_ok());
-        let e = store(&[("SUPPORT_OBJECT_LOCK", "true")]).unwrap_err();
+        let lock = |v| match store(&[("SUPPORT_OBJECT_LOCK", v)]).unwrap().backend {
+            StorageConfig::S3 { object_lock, .. } => object_lock,
+            other => panic!("{other:?}"),
+        };
+        assert!(!lock("false") && lock("true"));
+        let e = store(&[("SUPPORT_OBJECT_LOCK", "yes please")]).unwrap_err();
+        assert_eq!(e.var, "SUPPORT_OBJECT_LOCK");
+        let e = StoreConfig::read(
+            &with(&[
+                ("BACKUP_LOCAL_DIR", "/tmp/x"),
+                ("SUPPORT_OBJECT_LOCK", "true"),
+            ])
+            .unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(e.var, "SUPPORT_OBJECT_LOCK");
     }
 }

@@ -1,7 +1,10 @@
 //! Object names: `<prefix><YYYY-MM-DD_HH-MM-SS>.<ext>[.age]`, UTC.
 //!
 //! Only names of exactly this shape under the prefix are ever listed,
-//! restored or deleted; anything else in the bucket is left alone.
+//! restored or deleted; anything else in the bucket is left alone. The one
+//! other shape read is the Railway template's (see [`parse_template`]),
+//! whose old backups a user switching to pgbackup must still be able to
+//! restore.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
@@ -38,6 +41,9 @@ pub struct ParsedName {
     pub compression: &'static str,
     /// Encrypted with age (the name ends in `.age`).
     pub encrypted: bool,
+    /// Written by the Railway template, not by pgbackup: no sha256, no
+    /// manifest, and retention leaves it alone unless told otherwise.
+    pub imported: bool,
 }
 
 /// Parses a full key; `None` for anything that is not one of our backups.
@@ -62,6 +68,60 @@ pub fn parse(prefix: &str, key: &str) -> Option<ParsedName> {
         format: *format,
         compression,
         encrypted,
+        imported: false,
+    })
+}
+
+/// The Railway template's default BACKUP_FILE_PREFIX.
+pub const TEMPLATE_DEFAULT_PREFIX: &str = "backup";
+
+/// The template's timestamp: JavaScript's `toISOString()` with `:` and `.`
+/// replaced by `-`, e.g. `2025-03-01T05-00-00-123Z`.
+const TEMPLATE_TS_FORMAT: &str = "%Y-%m-%dT%H-%M-%S-%3fZ";
+const TEMPLATE_TS_LEN: usize = 24;
+const TEMPLATE_EXT: &str = ".tar.gz";
+
+/// The prefixes the Railway template may have written under pgbackup's
+/// `prefix` (BUCKET_SUBFOLDER and BACKUP_FILE_PREFIX included): the same
+/// BACKUP_FILE_PREFIX, which a user who set it keeps when switching; and,
+/// when the prefix is pgbackup's default `backup_`, the template's default
+/// `backup`, since a user who never set it has different defaults on each
+/// side.
+pub fn template_prefixes(prefix: &str) -> Vec<String> {
+    let (folder, file) = prefix
+        .rsplit_once('/')
+        .map_or(("", prefix), |(d, f)| (&prefix[..d.len() + 1], f));
+    let mut out = vec![prefix.to_string()];
+    if file == "backup_" {
+        out.push(format!("{folder}{TEMPLATE_DEFAULT_PREFIX}"));
+    }
+    out
+}
+
+/// Parses a full key of the Railway `postgres-s3-backups` template's shape,
+/// `<template prefix>-<YYYY-MM-DDTHH-MM-SS-mmmZ>.tar.gz` (`pg_dump
+/// --format=tar | gzip`), for one of [`template_prefixes`]`(prefix)`.
+/// Exactly that shape, nothing else; `None` otherwise.
+pub fn parse_template(prefix: &str, key: &str) -> Option<ParsedName> {
+    let rest = template_prefixes(prefix)
+        .iter()
+        .find_map(|p| key.strip_prefix(p.as_str())?.strip_prefix('-'))?;
+    let ts = rest.strip_suffix(TEMPLATE_EXT)?;
+    if ts.len() != TEMPLATE_TS_LEN {
+        return None;
+    }
+    let time = NaiveDateTime::parse_from_str(ts, TEMPLATE_TS_FORMAT)
+        .ok()?
+        .and_utc();
+    if time.format(TEMPLATE_TS_FORMAT).to_string() != ts {
+        return None;
+    }
+    Some(ParsedName {
+        time,
+        format: Format::Tar,
+        compression: "gzip",
+        imported: true,
+        encrypted: false,
     })
 }
 
@@ -134,5 +194,68 @@ mod tests {
         ] {
             assert_eq!(parse("backup_", key), None, "{key}");
         }
+    }
+
+    #[test]
+    fn the_templates_names_parse_with_their_milliseconds() {
+        let want = Utc.with_ymd_and_hms(2025, 3, 1, 5, 0, 0).unwrap()
+            + chrono::Duration::milliseconds(123);
+        for (prefix, key) in [
+            // The template's default prefix, under pgbackup's default.
+            ("backup_", "backup-2025-03-01T05-00-00-123Z.tar.gz"),
+            // BUCKET_SUBFOLDER in front.
+            (
+                "pg/prod/backup_",
+                "pg/prod/backup-2025-03-01T05-00-00-123Z.tar.gz",
+            ),
+            // A BACKUP_FILE_PREFIX the user set, and keeps.
+            (
+                "vlvt_backup_",
+                "vlvt_backup_-2025-03-01T05-00-00-123Z.tar.gz",
+            ),
+            ("backup_", "backup_-2025-03-01T05-00-00-123Z.tar.gz"),
+            ("db", "db-2025-03-01T05-00-00-123Z.tar.gz"),
+        ] {
+            let p = parse_template(prefix, key).unwrap_or_else(|| panic!("{key}"));
+            assert_eq!(
+                (p.time, p.format, p.compression, p.imported),
+                (want, Format::Tar, "gzip", true),
+                "{key}"
+            );
+            // Never one of pgbackup's own.
+            assert_eq!(parse(prefix, key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn only_the_templates_exact_shape_is_imported() {
+        for key in [
+            "backup-2025-03-01T05-00-00-123Z.tar",
+            "backup-2025-03-01T05-00-00-123Z.tar.gz.sha256",
+            "backup-2025-03-01T05-00-00Z.tar.gz",
+            "backup-2025-03-01T05:00:00.123Z.tar.gz",
+            "backup-2025-03-01T05-00-00-1234Z.tar.gz",
+            "backup-2025-3-01T05-00-00-123Z.tar.gz",
+            "backup-2025-13-01T05-00-00-123Z.tar.gz",
+            "backup-2025-03-01T05-00-00-123.tar.gz",
+            "backup2025-03-01T05-00-00-123Z.tar.gz",
+            "other-2025-03-01T05-00-00-123Z.tar.gz",
+            "sub/backup-2025-03-01T05-00-00-123Z.tar.gz",
+            "backup-latest.tar.gz",
+            "backup_2026-01-25_03-00-00.dump.zst",
+            "backup-2025-03-01T05-00-00-12éZ.tar.gz",
+        ] {
+            assert_eq!(parse_template("backup_", key), None, "{key}");
+        }
+        // The template's default is taken only where pgbackup's default is.
+        assert_eq!(
+            parse_template("db_", "backup-2025-03-01T05-00-00-123Z.tar.gz"),
+            None
+        );
+        assert_eq!(
+            template_prefixes("a/b/backup_"),
+            ["a/b/backup_", "a/b/backup"]
+        );
+        assert_eq!(template_prefixes("x_"), ["x_"]);
     }
 }

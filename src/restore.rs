@@ -13,6 +13,11 @@
 //!   what psql sees when a download breaks off or pgbackup is killed.
 //!   pg_dump wraps large objects in `BEGIN;`/`COMMIT;` of their own, which
 //!   would end the outer transaction early; those two lines are left out.
+//! - tar (the Railway template's imported `.tar.gz` backups): streamed to
+//!   pg_restore like custom, gunzipped on the way. They carry no sha256, so
+//!   the last bytes are held back until gzip's own CRC-32 and length checked
+//!   out; pg_restore reads a tar archive in order, and a truncated stream
+//!   fails inside a member and rolls back.
 //! - `--jobs N`: pg_restore's parallel mode needs a seekable file and cannot
 //!   run in one transaction. The dump is spooled to an unlinked temp file
 //!   (checked against free space first), its data offsets are filled in
@@ -139,8 +144,9 @@ pub async fn restore(
         return Err(JobError::permanent(
             stage,
             format!(
-                "--jobs needs a custom-format backup; {} is plain SQL",
-                backup.key
+                "--jobs needs a custom-format backup; {} is {} format",
+                backup.key,
+                backup.format.as_str()
             ),
         ));
     }
@@ -431,10 +437,13 @@ pub(crate) async fn run_streamed(
     let reader = fetch::open(storage, &stored.key, stage).await?;
     let dbname = format!("--dbname={}", target.url_without_password());
     match format {
-        Format::Custom => {
+        Format::Custom | Format::Tar => {
             let tool = "pg_restore";
             let mut cmd = tools.command(tool, target);
             cmd.args(["--no-password", "--exit-on-error", "--single-transaction"]);
+            if format == Format::Tar {
+                cmd.arg("--format=tar");
+            }
             if clean {
                 cmd.args(["--clean", "--if-exists"]);
             }

@@ -20,6 +20,16 @@
 //!   calendar months that have a backup. Periods without a backup do not
 //!   count, so a month of failed backups does not use up the daily slots.
 //!   Unset or 0: the rule is off.
+//!
+//! The Railway template's imported backups ([`naming::parse_template`]) are
+//! left out entirely (never deleted, not counted for `min_count`) unless
+//! BACKUP_RETENTION_INCLUDE_IMPORTED is true; then they are backups like any
+//! other, under the same rules.
+//!
+//! A deletion the store refuses because the object is still locked (S3
+//! Object Lock with SUPPORT_OBJECT_LOCK; see [`ObjectStore::locked`]) is not
+//! a failure: the backup is kept by [`Rule::Locked`] and the next pass tries
+//! again.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -47,6 +57,8 @@ pub enum Rule {
     Daily,
     Weekly,
     Monthly,
+    /// The store refused the deletion: the object is still locked.
+    Locked,
 }
 
 impl fmt::Display for Rule {
@@ -57,6 +69,7 @@ impl fmt::Display for Rule {
             Rule::Daily => "daily",
             Rule::Weekly => "weekly",
             Rule::Monthly => "monthly",
+            Rule::Locked => "object lock",
         })
     }
 }
@@ -92,7 +105,11 @@ pub fn plan(
     let mut all: Vec<Planned> = objects
         .iter()
         .filter_map(|o| {
-            let parsed = naming::parse(prefix, &o.key)?;
+            let parsed = naming::parse(prefix, &o.key).or_else(|| {
+                s.include_imported
+                    .then(|| naming::parse_template(prefix, &o.key))
+                    .flatten()
+            })?;
             Some(Planned {
                 key: o.key.clone(),
                 time: parsed.time,
@@ -151,6 +168,9 @@ pub struct RetentionReport {
     pub deleted: Vec<String>,
     /// Backups whose deletion failed, with the reason. They are still stored.
     pub failed: Vec<(String, String)>,
+    /// Backups whose deletion the store refused because they are still
+    /// locked, with what holds them: kept, not failed.
+    pub locked: Vec<(String, String)>,
     /// Our backups remaining after the pass, and their bytes.
     pub stored_objects: u64,
     pub stored_bytes: u64,
@@ -222,8 +242,13 @@ pub async fn apply_with(
     now: DateTime<Utc>,
     opts: &Options,
 ) -> Result<RetentionReport, JobError> {
+    let listing = if settings.include_imported {
+        crate::catalog::listing_prefix(prefix)
+    } else {
+        prefix.to_string()
+    };
     let objects = storage
-        .list(prefix)
+        .list(&listing)
         .await
         .map_err(|e| JobError::storage(Stage::Retention, e))?;
     if let Some(key) = &opts.protect {
@@ -268,13 +293,28 @@ pub async fn apply_with(
                 }
             }
         }
-        failed_keys = report.failed.iter().map(|(k, _)| k.clone()).collect();
+        // A refusal because the object is locked is no failure: kept.
+        for (key, why) in std::mem::take(&mut report.failed) {
+            match storage.locked(&key, &why).await {
+                Some(hold) => {
+                    tracing::info!(object = %key, hold = %hold, "kept: the store refused the deletion because the object is locked");
+                    report.locked.push((key, hold));
+                }
+                None => report.failed.push((key, why)),
+            }
+        }
+        failed_keys = report
+            .failed
+            .iter()
+            .chain(&report.locked)
+            .map(|(k, _)| k.clone())
+            .collect();
         // Each deleted backup's manifest goes with it (older backups may have
         // none; deleting a missing key is not an error).
         let manifests: Vec<String> = plan
             .delete
             .iter()
-            .filter(|p| !failed_keys.contains(&p.key))
+            .filter(|p| !failed_keys.contains(&p.key) && naming::parse(prefix, &p.key).is_some())
             .map(|p| crate::manifest::object_name(&p.key))
             .collect();
         for batch in manifests.chunks(DELETE_BATCH) {
@@ -287,7 +327,19 @@ pub async fn apply_with(
             }
         }
     }
-    for p in plan.delete {
+    let locked: HashSet<&String> = report.locked.iter().map(|(k, _)| k).collect();
+    let mut delete = Vec::new();
+    for mut p in plan.delete {
+        if locked.contains(&p.key) {
+            p.kept_by.push(Rule::Locked);
+            plan.keep.push(p);
+        } else {
+            delete.push(p);
+        }
+    }
+    plan.keep
+        .sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.key.cmp(&a.key)));
+    for p in delete {
         if failed_keys.contains(&p.key) {
             report.stored_objects += 1;
             report.stored_bytes += p.size;
@@ -417,6 +469,7 @@ mod tests {
             keep_daily: None,
             keep_weekly: None,
             keep_monthly: None,
+            include_imported: false,
         }
     }
 
@@ -613,6 +666,30 @@ mod tests {
     }
 
     #[test]
+    fn imported_backups_are_never_planned_unless_included() {
+        let old = "backup-2025-01-01T05-00-00-123Z.tar.gz";
+        let new = "backup-2026-03-15T05-00-00-000Z.tar.gz";
+        let mut objs = vec![obj(old), obj(new)];
+        objs.extend(daily(5, 40));
+        let s = settings(30, 1);
+        let p = plan(&objs, P, now(), &s);
+        // Off: not deleted, and not counted either (the newest own backup
+        // is kept by min_count even though an imported one is newer).
+        let planned: Vec<String> = keys(&p.keep).into_iter().chain(keys(&p.delete)).collect();
+        assert!(
+            !planned.iter().any(|k| k.ends_with(".tar.gz")),
+            "{planned:?}"
+        );
+        assert_eq!(p.keep.len(), 1);
+        let mut s = s;
+        s.include_imported = true;
+        let p = plan(&objs, P, now(), &s);
+        assert_eq!(keys(&p.keep), vec![new.to_string()]);
+        assert!(keys(&p.delete).contains(&old.to_string()));
+        assert_eq!(p.delete.len(), 6);
+    }
+
+    #[test]
     fn gfs_rules_overlap_and_any_rule_keeps() {
         // One backup a day for 120 days, newest today.
         let objs = daily(120, 0);
@@ -622,6 +699,7 @@ mod tests {
             keep_daily: Some(10),
             keep_weekly: Some(6),
             keep_monthly: Some(4),
+            include_imported: false,
         };
         let p = plan(&objs, P, now(), &s);
         let expect_keep: HashSet<String> = {
@@ -740,6 +818,31 @@ mod tests {
         }
         assert!(left.contains(&"backup_notes.txt".to_string()));
         assert_eq!((r.stored_objects, r.stored_bytes), (6, 600));
+    }
+
+    #[tokio::test]
+    async fn locked_objects_are_kept_not_failed() {
+        let (s, backups) = stocked();
+        let until = Utc::now() + chrono::Duration::days(1);
+        s.inner().lock_until(&backups[7], until);
+        s.inner().lock_until(&backups[8], until);
+        let r = pass(&s, &Options::default()).await.unwrap();
+        assert!(r.failed.is_empty() && r.error().is_none(), "{:?}", r.failed);
+        assert_eq!(r.deleted, vec![backups[6].clone(), backups[9].clone()]);
+        let locked: Vec<&String> = r.locked.iter().map(|(k, _)| k).collect();
+        assert_eq!(locked, vec![&backups[7], &backups[8]]);
+        assert!(r.locked[0].1.starts_with("locked until"), "{:?}", r.locked);
+        let k7 = r.kept.iter().find(|p| p.key == backups[7]).unwrap();
+        assert_eq!(k7.kept_by, vec![Rule::Locked]);
+        assert_eq!(r.stored_objects, 8);
+        let left = s.inner().keys();
+        for k in &backups[7..9] {
+            assert!(left.contains(k) && left.contains(&crate::manifest::object_name(k)));
+        }
+        // A refusal that is not a lock stays a failure.
+        let m = MemoryStore::new();
+        m.insert(&backups[9], vec![0u8; 1], ObjectMeta::default(), now());
+        assert_eq!(m.locked(&backups[9], "AccessDenied").await, None);
     }
 
     #[tokio::test]

@@ -401,18 +401,34 @@ def cmd_compose(_args):
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     expected = {
+        "POSTGRES_HOST": "postgres",
         "AWS_S3_ENDPOINT": "http://minio:9000",
         "AWS_S3_FORCE_PATH_STYLE": "true",
         "AWS_S3_REGION": "us-east-1",
-        "RUN_ON_STARTUP": "true",
         "BACKUP_LISTEN_ADDRESS": "0.0.0.0:9854",
+        "POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password",
+        "AWS_SECRET_ACCESS_KEY_FILE": "/run/secrets/aws_secret_access_key",
     }
     for key, value in expected.items():
         p.check(str(env.get(key)) == value, f"pgbackup: {key} must be {value}, is {env.get(key)!r}")
-    for key in ("AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "BACKUP_CRON_SCHEDULE"):
-        p.check(key in env, f"pgbackup: {key} not set")
-    p.check("BACKUP_DATABASE_URL" in env or {"POSTGRES_HOST", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"} <= env.keys(),
-            "pgbackup: needs BACKUP_DATABASE_URL or POSTGRES_HOST/DB/USER/PASSWORD")
+    # Every other setting comes from .env, which must hold the rest and no secret.
+    env_file = pg.get("env_file")
+    env_files = env_file if isinstance(env_file, list) else [env_file]
+    p.check(any(str(f).endswith(".env}") or str(f) == ".env" for f in env_files if f),
+            f"pgbackup: env_file must be .env, is {env_file!r}")
+    example = dict(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(encoding="utf-8"), re.M))
+    for key in ("POSTGRES_DB", "POSTGRES_USER", "AWS_S3_BUCKET", "AWS_ACCESS_KEY_ID", "BACKUP_CRON_SCHEDULE", "RUN_ON_STARTUP"):
+        p.check(key in example, f".env.example: {key} not set (pgbackup reads it through env_file)")
+    p.check(example.get("BACKUP_CRON_SCHEDULE", "").strip("\"'") == "0 3 * * *",
+            ".env.example: BACKUP_CRON_SCHEDULE must be a production schedule; leave demo schedules commented")
+    for key in example:
+        p.check(not re.search(r"PASSWORD|SECRET|TOKEN|WEBHOOK_URL$", key),
+                f".env.example: {key} is a secret; pgbackup reads all of .env, so secrets go in secrets/ files")
+    secrets_of = lambda svc: {s if isinstance(s, str) else s.get("source") for s in svc.get("secrets", []) or []}
+    for name, needed in (("pgbackup", {"postgres_password", "aws_secret_access_key"}),
+                         ("postgres", {"postgres_password"}), ("minio", {"minio_root_password"})):
+        missing = needed - secrets_of(services.get(name, {}))
+        p.check(not missing, f"{name}: secrets {sorted(missing)} not mounted")
 
     for name, svc in services.items():
         one_shot = svc.get("restart") == "no"
@@ -437,8 +453,9 @@ def cmd_compose(_args):
         if isinstance(senv, list):
             senv = dict(item.split("=", 1) for item in senv)
         for key, value in senv.items():
-            if re.search(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|WEBHOOK", key):
-                p.check("${" in str(value), f"{name}: {key} must be a ${{VARIABLE}} set in .env, not a literal")
+            if re.search(r"PASSWORD|SECRET|TOKEN|WEBHOOK", key):
+                p.check(key.endswith("_FILE") and str(value).startswith("/run/secrets/"),
+                        f"{name}: {key} must be a _FILE variable naming a file in /run/secrets, not a value")
         for src, _dst in bind_mounts(svc):
             p.check((ROOT / src).exists(), f"{name}: bind mount source {src} does not exist")
 
@@ -519,6 +536,11 @@ def cmd_dockerfile(args):
             global_args[k] = v.strip('"')
     if not p.check(len(stages) >= 2, "must be multi-stage"):
         return p.finish("")
+    # Railway's builder wants cache mount ids of its own and rejects others;
+    # plain builders without BuildKit reject the flag altogether.
+    for ins in instructions:
+        p.check(not (ins["instruction"] == "RUN" and re.search(r"--mount\b", ins["value"])),
+                f"line {ins['startline'] + 1}: RUN --mount needs BuildKit cache ids Railway does not accept")
     by_name = {st["name"]: st for st in stages if st["name"]}
 
     def expand(text, args):

@@ -109,7 +109,8 @@ async fn run_metrics(
     if outcome.result.is_err() {
         match catalog::list(storage, &cfg.store.prefix, Stage::Upload).await {
             Ok(backups) => {
-                if let Some(newest) = backups.first() {
+                // pgbackup's own: the metrics describe its backups.
+                if let Some(newest) = backups.iter().find(|b| !b.imported) {
                     metrics.seed_last_success(newest.time);
                 }
             }

@@ -6,7 +6,7 @@ use crate::error::Stage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print a JSON array of {name, time, size, format, compression, encrypted}.
+    /// Print a JSON array of {name, time, size, format, compression, encrypted, imported}.
     #[arg(long)]
     pub json: bool,
 }
@@ -28,6 +28,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     "format": b.format.as_str(),
                     "compression": b.compression,
                     "encrypted": b.encrypted,
+                    "imported": b.imported,
                 })
             })
             .collect();
@@ -54,13 +55,18 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     );
     for b in &backups {
         println!(
-            "{:<width$}  {}  {:>10}  {} ({}){}",
+            "{:<width$}  {}  {:>10}  {} ({}){}{}",
             b.key,
             b.time.format("%Y-%m-%d %H:%M:%S"),
             crate::pg::human_bytes(b.size),
             b.format.as_str(),
             b.compression,
-            if b.encrypted { ", encrypted (age)" } else { "" }
+            if b.encrypted { ", encrypted (age)" } else { "" },
+            if b.imported {
+                "  imported (Railway template)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

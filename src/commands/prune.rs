@@ -40,6 +40,7 @@ pub async fn run(
     let report = pass?;
     let age = |key: &str| {
         naming::parse(&store.prefix, key)
+            .or_else(|| naming::parse_template(&store.prefix, key))
             .map(|p| match (now - p.time).num_days() {
                 1 => "1 day old".to_string(),
                 d => format!("{d} days old"),
@@ -61,6 +62,9 @@ pub async fn run(
                 why.join(", ")
             );
         }
+    }
+    for (key, hold) in &report.locked {
+        println!("{:<12}  {key}: {hold}", "kept");
     }
     for (key, why) in &report.failed {
         println!("{:<12}  {key}: {why}", "failed");

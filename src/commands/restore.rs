@@ -37,8 +37,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         return Err(ConfigError::new(
             "--jobs",
             format!(
-                "{} is a plain SQL dump, which psql restores in one stream; --jobs needs a custom-format backup",
-                backup.key
+                "{} is a {} format dump, which is restored in one stream; --jobs needs a custom-format backup",
+                backup.key,
+                backup.format.as_str()
             ),
         )
         .into());

@@ -104,10 +104,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    let checksum = if r.streamed.checksum_verified {
+        format!("sha256 {} matches", r.streamed.sha256)
+    } else {
+        "no sha256 stored (imported from the Railway template): checksum not checked, gzip CRC checked".to_string()
+    };
     println!(
-        "ok: {}  sha256 {} matches over {}; decompressed {}; {}  ({:.1}s)",
+        "ok: {}  {checksum} over {}; decompressed {}; {}  ({:.1}s)",
         r.key,
-        r.streamed.sha256,
         crate::pg::human_bytes(r.streamed.stored_bytes),
         crate::pg::human_bytes(r.streamed.dump_bytes),
         match r.tables {

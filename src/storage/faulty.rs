@@ -218,6 +218,10 @@ impl<S: ObjectStore + Clone + 'static> ObjectStore for Faulty<S> {
         self.inner.delete(keys).await
     }
 
+    async fn locked(&self, key: &str, reason: &str) -> Option<String> {
+        self.inner.locked(key, reason).await
+    }
+
     async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {
         let _call = self.enter(Op::PendingUploads).await?;
         self.inner.pending_uploads(prefix).await

@@ -29,6 +29,9 @@ struct Inner {
     objects: BTreeMap<String, Stored>,
     /// upload id -> (key, started)
     open: BTreeMap<String, (String, DateTime<Utc>)>,
+    /// Keys under an Object Lock retention, until when: deletes are refused
+    /// the way S3 refuses them.
+    locked: BTreeMap<String, DateTime<Utc>>,
 }
 
 #[derive(Clone, Default)]
@@ -59,6 +62,11 @@ impl MemoryStore {
                 modified,
             },
         );
+    }
+
+    /// Locks `key` until `until`, as S3 Object Lock's retention would.
+    pub fn lock_until(&self, key: &str, until: DateTime<Utc>) {
+        self.lock().locked.insert(key.to_string(), until);
     }
 
     /// Every key held, in order.
@@ -135,10 +143,24 @@ impl ObjectStore for MemoryStore {
 
     async fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
         let mut inner = self.lock();
+        let mut failed = Vec::new();
         for k in keys {
+            if inner.locked.get(k).is_some_and(|t| *t > Utc::now()) {
+                failed.push((
+                    k.clone(),
+                    "AccessDenied: Access Denied because object protected by object lock."
+                        .to_string(),
+                ));
+                continue;
+            }
             inner.objects.remove(k);
         }
-        Ok(Vec::new())
+        Ok(failed)
+    }
+
+    async fn locked(&self, key: &str, _reason: &str) -> Option<String> {
+        let until = *self.lock().locked.get(key)?;
+        (until > Utc::now()).then(|| format!("locked until {}", until.to_rfc3339()))
     }
 
     async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>, StoreError> {

@@ -281,6 +281,14 @@ pub trait ObjectStore: Send + Sync {
     /// A way to GET `key` without pgbackup for `expires`.
     async fn presign(&self, key: &str, expires: Duration) -> Result<Presigned, StoreError>;
 
+    /// Whether a delete of `key` that failed with `reason` was refused
+    /// because the object is still locked (S3 Object Lock, R2 bucket locks):
+    /// Some(what holds it), and retention counts it as kept, not failed.
+    /// Stores without locks say None.
+    async fn locked(&self, _key: &str, _reason: &str) -> Option<String> {
+        None
+    }
+
     /// Checks that the store can be reached with the credentials at hand,
     /// before any work (`check`, start-up).
     async fn probe_credentials(&self) -> Result<(), StoreError> {
@@ -321,6 +329,7 @@ pub async fn open(cfg: &StorageConfig) -> Arc<dyn ObjectStore> {
             region,
             force_path_style,
             credentials,
+            object_lock,
         } => Arc::new(
             s3::S3Storage::new(
                 bucket,
@@ -335,7 +344,8 @@ pub async fn open(cfg: &StorageConfig) -> Arc<dyn ObjectStore> {
                     )
                 }),
             )
-            .await,
+            .await
+            .with_object_lock(*object_lock),
         ),
         StorageConfig::Local { dir } => Arc::new(local::LocalStorage::new(dir)),
     }

@@ -10,6 +10,7 @@ mod config_cli;
 mod daemon;
 mod encryption;
 mod faults;
+mod imported;
 mod job;
 mod kubernetes;
 pub mod notify;

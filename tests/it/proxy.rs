@@ -1,6 +1,8 @@
 //! A small TCP proxy between pgbackup and Garage that injects faults:
 //! cut every connection (the store went away), reset connections after some
-//! bytes, or add latency. Threads only; it stops when dropped.
+//! bytes, or add latency. It can also record what clients send, to check
+//! the requests themselves (headers a store might not enforce). Threads
+//! only; it stops when dropped.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -22,6 +24,68 @@ struct Faults {
     upstream: AtomicU64,
     /// Connections reset so far (so a test can show a fault really happened).
     resets_done: AtomicUsize,
+    /// Record the bytes each new connection sends upstream.
+    record: AtomicBool,
+    recorded: Mutex<Vec<Arc<Mutex<Vec<u8>>>>>,
+}
+
+/// One HTTP/1.1 request as a client sent it.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    /// Lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits one connection's bytes into requests (Content-Length bodies only;
+/// a chunked body fails the test, since nothing here should send one).
+fn parse_requests(mut data: &[u8]) -> Vec<Request> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&data[..end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or("").split(' ');
+        let method = first.next().unwrap_or("").to_string();
+        let target = first.next().unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")),
+            "a chunked request: {head}"
+        );
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map_or(0, |(_, v)| v.parse().unwrap());
+        let body_end = (end + 4 + len).min(data.len());
+        let body = data[end + 4..body_end].to_vec();
+        out.push(Request {
+            method,
+            target,
+            headers,
+            body,
+        });
+        data = &data[body_end..];
+    }
+    out
 }
 
 pub struct Proxy {
@@ -65,14 +129,20 @@ impl Proxy {
                     None
                 };
                 l.lock().unwrap().push(client.try_clone().unwrap());
+                let record = f.record.load(Ordering::SeqCst).then(|| {
+                    let r: Arc<Mutex<Vec<u8>>> = Arc::default();
+                    f.recorded.lock().unwrap().push(r.clone());
+                    r
+                });
                 pipe(
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
                     f.clone(),
                     budget,
                     true,
+                    record,
                 );
-                pipe(server, client, f.clone(), None, false);
+                pipe(server, client, f.clone(), None, false, None);
             }
         });
         Proxy {
@@ -116,6 +186,24 @@ impl Proxy {
     pub fn resets_done(&self) -> usize {
         self.faults.resets_done.load(Ordering::SeqCst)
     }
+
+    /// Records what connections opened from now on send, forgetting
+    /// what was recorded before.
+    pub fn record(&self) {
+        self.faults.recorded.lock().unwrap().clear();
+        self.faults.record.store(true, Ordering::SeqCst);
+    }
+
+    /// The requests recorded so far, connection by connection.
+    pub fn requests(&self) -> Vec<Request> {
+        self.faults
+            .recorded
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|c| parse_requests(&c.lock().unwrap()))
+            .collect()
+    }
 }
 
 impl Drop for Proxy {
@@ -153,6 +241,7 @@ fn pipe(
     f: Arc<Faults>,
     mut budget: Option<u64>,
     upstream: bool,
+    record: Option<Arc<Mutex<Vec<u8>>>>,
 ) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -187,6 +276,9 @@ fn pipe(
                     return;
                 }
                 *b -= n as u64;
+            }
+            if let Some(r) = &record {
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
             }
             if to.write_all(&buf[..n]).is_err() {
                 break;
