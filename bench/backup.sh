@@ -9,15 +9,22 @@
 #   (d) pg_dump | gzip > FILE;   then `aws s3 cp FILE` into Garage
 #   (bbase) as (b), with the binary in PGBACKUP_BASELINE_BIN (e.g. a build
 #           from before a change), to compare two binaries in one run
+#   (benc)  as (b), encrypted with age (BACKUP_ENCRYPTION_RECIPIENTS: one
+#           X25519 public key, generated with age-keygen once per run)
 #
 # Variants run interleaved (a b c d a b c d ...) BENCH_RUNS times, since the
 # machine may be shared and noisy; the report gives medians, min-max and
-# ratios to (a), and with bbase the per-round ratio (b) / (bbase).
+# ratios to (a), with bbase the per-round ratio (b) / (bbase), and with benc
+# the per-round ratio (benc) / (b). List a pair next to each other (a b benc
+# ...) so that its two runs share the machine's load.
 # Before the timed runs, one untimed `pg_dump -Fc` (default compression) gives
 # the reference size for the size target, and warms the page cache.
 #
 # Targets for (b): wall time <= 1.15 x (a); pgbackup's own peak RSS <= 64 MiB;
 # stored size <= 1.1 x `pg_dump -Fc`; zero bytes of temporary files.
+# Targets for (benc), when (b) runs too: wall time <= 1.05 x (b) (the median
+# of the per-round ratios); pgbackup's peak RSS <= (b)'s + 8 MiB (max over
+# the rounds of each).
 #
 # Environment:
 #   BENCH_RUNS=3            rounds
@@ -25,7 +32,8 @@
 #   BENCH_PGBENCH_SCALE, BENCH_EVENT_ROWS   override the dataset size
 #   BENCH_VARIANTS="a b c d"   also: bN (pgbackup with zstd level N),
 #                           bnone (BACKUP_COMPRESSION=none), bgzip (gzip 6),
-#                           bbase (defaults, PGBACKUP_BASELINE_BIN)
+#                           bbase (defaults, PGBACKUP_BASELINE_BIN),
+#                           benc (defaults + age encryption; needs age)
 #   BENCH_RESULTS           report path (default bench/results/backup.md,
 #                           or bench/results/backup.small.md for small)
 #   PGBACKUP_BIN            binary to test (default: cargo build --release)
@@ -37,7 +45,7 @@
 #   BENCH_GARAGE_COMPRESSION=none   Garage's compression_level (see lib.sh)
 #
 # Needs: postgresql-15, zstd, gzip, GNU time, python3, garage 2.5.0
-# (scripts/setup installs them), and the AWS CLI (installed into a venv with
+# (scripts/setup installs them), age and age-keygen for benc, and the AWS CLI (installed into a venv with
 # pip when missing). Runs as root or as a user that can run postgres.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,7 +63,7 @@ else
 fi
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || bench_die "BENCH_RUNS must be a positive integer"
 for v in "${VARIANTS[@]}"; do
-  [[ $v =~ ^(a|b|c|d|bnone|bgzip|bbase|b([1-9]|1[0-9]))$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"
+  [[ $v =~ ^(a|b|c|d|bnone|bgzip|bbase|benc|b([1-9]|1[0-9]))$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"
 done
 [[ ${VARIANTS[0]} == a ]] || bench_die "BENCH_VARIANTS must start with a (the baseline)"
 has_variant() {
@@ -69,6 +77,11 @@ if has_variant bbase; then
   [[ -x $PGBACKUP_BASELINE_BIN && -f $PGBACKUP_BASELINE_BIN ]] ||
     bench_die "PGBACKUP_BASELINE_BIN=$PGBACKUP_BASELINE_BIN is not an executable file"
 fi
+if has_variant benc; then
+  if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then
+    bench_die "variant benc needs age and age-keygen (apt-get install age)"
+  fi
+fi
 
 DB=bench
 BUCKET=pgbackup-bench
@@ -78,6 +91,15 @@ bench_init backup
 pgbackup_build
 if has_variant bbase; then
   bench_log "baseline (bbase): $PGBACKUP_BASELINE_BIN ($("$PGBACKUP_BASELINE_BIN" --version))"
+fi
+if has_variant benc; then
+  # One key pair per run, in the work dir (removed with it): benc encrypts to
+  # the public key, and only the untimed check of round 1 reads the secret.
+  AGE_KEY=$BENCH_WORK/age/key.txt
+  mkdir -p "$BENCH_WORK/age"
+  age-keygen -o "$AGE_KEY" 2>/dev/null || bench_die "age-keygen failed"
+  AGE_RECIPIENT=$(age-keygen -y "$AGE_KEY")
+  bench_log "benc encrypts to $AGE_RECIPIENT"
 fi
 pg_start
 garage_start
@@ -191,8 +213,9 @@ run_pgbackup() {
     AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$bin" backup ||
     fail_run "$dir/m" "($v) pgbackup backup"
   local m=$dir/m/result key stored dump files wb_own wb_rusage
-  # The backup and its restore-drill manifest (<name>.manifest.json).
-  key=$(s3_keys "$BUCKET" "$prefix" | grep -v '\.manifest\.json$' || true)
+  # The backup and its restore-drill manifest (<name>.manifest.json, or
+  # <name without .age>.manifest.json.age when encrypted).
+  key=$(s3_keys "$BUCKET" "$prefix" | grep -Ev '\.manifest\.json(\.age)?$' || true)
   [[ $(wc -l <<<"$key") -eq 1 && -n $key ]] || bench_die "($v) expected one backup under $prefix, found: $key"
   stored=$(s3_size "$BUCKET" "$key")
   dump=$(grep -o '"dump_bytes":[0-9]*' "$dir/m/stderr" | tail -1 | cut -d: -f2)
@@ -214,29 +237,39 @@ run_pgbackup() {
   ((files == 0)) || bench_log "($v) WARNING: $files files appeared in TMPDIR/HOME/cwd"
   if [[ $r == 1 ]]; then
     # Untimed check of what was stored: the sha256 in the object's metadata
-    # matches its bytes, and the bytes decompress into a pg_restore archive.
-    local meta_sha got_sha dec=(cat)
-    case $key in
+    # matches its bytes (for benc: the encrypted bytes, as stored), and the
+    # bytes decrypt (with age itself, not pgbackup) and decompress into a
+    # pg_restore archive.
+    local meta_sha got_sha dec=(cat) decrypt=(cat)
+    if [[ $v == benc ]]; then
+      [[ $key == *.age ]] || bench_die "($v) expected an encrypted .age object, found $key"
+      # An encrypted backup must not leave a readable manifest beside it.
+      s3_keys "$BUCKET" "$prefix" | grep -qx "${key%.age}.manifest.json.age" ||
+        bench_die "($v) no encrypted manifest ${key%.age}.manifest.json.age beside $key"
+      decrypt=(age -d -i "$AGE_KEY")
+    fi
+    case ${key%.age} in
       *.zst) dec=(zstd -dcq) ;;
       *.gz) dec=(gzip -dc) ;;
     esac
     meta_sha=$(s3 s3api head-object --bucket "$BUCKET" --key "$key" --query Metadata.sha256 --output text)
     s3 s3 cp --only-show-errors "s3://$BUCKET/$key" - |
-      tee -p >(sha256sum | cut -d' ' -f1 >"$dir/sha256") | "${dec[@]}" |
+      tee -p >(sha256sum | cut -d' ' -f1 >"$dir/sha256") | "${decrypt[@]}" 2>"$dir/decrypt.err" | "${dec[@]}" |
       "$BENCH_PG_BIN/pg_restore" -l >"$dir/toc" 2>"$dir/toc.err" || true
     got_sha=$(cat "$dir/sha256" 2>/dev/null || true)
     # The process substitution may still be finishing.
     for _ in 1 2 3 4 5 6 7 8 9 10; do [[ -n $got_sha ]] && break; sleep 0.5; got_sha=$(cat "$dir/sha256"); done
     [[ $meta_sha == "$got_sha" ]] || bench_die "($v) sha256 metadata $meta_sha != stored bytes $got_sha"
     grep -q 'TABLE DATA public bench_events' "$dir/toc" ||
-      bench_die "($v) stored object is not a readable archive: $(head -3 "$dir/toc.err")"
-    bench_log "($v) verified: sha256 matches, archive readable ($(wc -l <"$dir/toc") TOC lines)"
+      bench_die "($v) stored object is not a readable archive: $(head -3 "$dir/decrypt.err" "$dir/toc.err")"
+    bench_log "($v) verified: sha256 matches,${decrypt[1]:+ age decrypts it,} archive readable ($(wc -l <"$dir/toc") TOC lines)"
   fi
   s3_delete "$BUCKET" "$key"
 }
 
 run_b() { run_pgbackup b "$1"; }
 run_bbase() { run_pgbackup bbase "$1"; }
+run_benc() { run_pgbackup benc "$1" BACKUP_ENCRYPTION_RECIPIENTS="$AGE_RECIPIENT"; }
 run_bnone() { run_pgbackup bnone "$1" BACKUP_COMPRESSION=none; }
 run_bgzip() { run_pgbackup bgzip "$1" BACKUP_COMPRESSION=gzip; }
 
@@ -318,12 +351,15 @@ minv() { vals "$1" "$2" | awk 'NR == 1 || $1 + 0 < m { m = $1 + 0 } END { print 
 f1() { awk -v x="$1" 'BEGIN { printf "%.1f", x }'; }
 f2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
 mib() { awk -v x="$1" 'BEGIN { printf "%.1f MiB", x / 1024 }'; }
+# smib KB: a signed difference, "+1.2 MiB" or "-0.3 MiB".
+smib() { awk -v x="$1" 'BEGIN { printf "%+.1f MiB", x / 1024 }'; }
 
 label() {
   case $1 in
     a) echo '(a) `pg_dump -Fc -Z0 > /dev/null`' ;;
     b) echo '(b) `pgbackup backup` (defaults) → Garage' ;;
     bbase) echo '(bbase) as (b), baseline binary' ;;
+    benc) echo '(benc) as (b), encrypted with age' ;;
     c) echo '(c) `pg_dump -Fc -Z9 -f file`; `aws s3 cp`' ;;
     d) echo '(d) `pg_dump | gzip > file`; `aws s3 cp`' ;;
     bnone) echo '`pgbackup backup`, `BACKUP_COMPRESSION=none`' ;;
@@ -351,6 +387,31 @@ if has_variant bbase; then
 fi
 GARAGE_VERSION=$("$GARAGE_BIN" --version | awk '{sub(/^cargo:/, "", $2); print $2}')
 AWS_VERSION=$("$BENCH_AWS" --version 2>&1 | awk '{print $1}')
+
+# pair_table NEW OLD: the round-by-round table of NEW against OLD (wall,
+# pgbackup CPU, peak RSS, stored) with the median and min-max of the
+# per-round wall ratios NEW / OLD; leaves those ratios in PAIR_RATIOS.
+pair_table() {
+  local n=$1 o=$2 sn so r rmin rmax
+  PAIR_RATIOS=()
+  echo
+  echo "| round | ($n) wall s | ($o) wall s | ($n) / ($o) | pgbackup CPU s ($n / $o) | peak RSS ($n / $o) | stored ($n / $o) |"
+  echo "|---|---|---|---|---|---|---|"
+  for ((r = 1; r <= RUNS; r++)); do
+    sn=$RUNS_DIR/$n.$r/summary so=$RUNS_DIR/$o.$r/summary
+    PAIR_RATIOS+=("$(bench_calc "$(bench_get "$sn" wall_s) / $(bench_get "$so" wall_s)")")
+    echo "| $r | $(f1 "$(bench_get "$sn" wall_s)") | $(f1 "$(bench_get "$so" wall_s)") | $(f2 "${PAIR_RATIOS[-1]}") |" \
+      "$(f1 "$(bench_get "$sn" own_cpu_s)") / $(f1 "$(bench_get "$so" own_cpu_s)") |" \
+      "$(mib "$(bench_get "$sn" rss_kb)") / $(mib "$(bench_get "$so" rss_kb)") |" \
+      "$(bench_fmt_bytes "$(bench_get "$sn" stored_bytes)") / $(bench_fmt_bytes "$(bench_get "$so" stored_bytes)") |"
+  done
+  rmin=$(printf '%s\n' "${PAIR_RATIOS[@]}" | sort -g | head -1)
+  rmax=$(printf '%s\n' "${PAIR_RATIOS[@]}" | sort -g | tail -1)
+  echo "| median | $(f1 "$(med "$n" wall_s)") | $(f1 "$(med "$o" wall_s)") | $(f2 "$(bench_median "${PAIR_RATIOS[@]}")") ($(f2 "$rmin")–$(f2 "$rmax")) |" \
+    "$(f1 "$(med "$n" own_cpu_s)") / $(f1 "$(med "$o" own_cpu_s)") |" \
+    "$(mib "$(med "$n" rss_kb)") / $(mib "$(med "$o" rss_kb)") |" \
+    "$(bench_fmt_bytes "$(med "$n" stored_bytes)") / $(bench_fmt_bytes "$(med "$o" stored_bytes)") |"
+}
 
 report() {
   local v wall ratio
@@ -402,25 +463,15 @@ report() {
     echo
     echo "(b) against (bbase), round by round. The two run back to back in each round, so they share the" \
       "machine's load; the per-round ratio is steadier than the ratio of medians."
+    pair_table b bbase
+  fi
+  if has_variant b && has_variant benc; then
     echo
-    echo "| round | (b) wall s | (bbase) wall s | (b) / (bbase) | pgbackup CPU s (b / bbase) | peak RSS (b / bbase) | stored (b / bbase) |"
-    echo "|---|---|---|---|---|---|---|"
-    local sb sB ratios=()
-    for ((r = 1; r <= RUNS; r++)); do
-      sb=$RUNS_DIR/b.$r/summary sB=$RUNS_DIR/bbase.$r/summary
-      ratios+=("$(bench_calc "$(bench_get "$sb" wall_s) / $(bench_get "$sB" wall_s)")")
-      echo "| $r | $(f1 "$(bench_get "$sb" wall_s)") | $(f1 "$(bench_get "$sB" wall_s)") | $(f2 "${ratios[-1]}") |" \
-        "$(f1 "$(bench_get "$sb" own_cpu_s)") / $(f1 "$(bench_get "$sB" own_cpu_s)") |" \
-        "$(mib "$(bench_get "$sb" rss_kb)") / $(mib "$(bench_get "$sB" rss_kb)") |" \
-        "$(bench_fmt_bytes "$(bench_get "$sb" stored_bytes)") / $(bench_fmt_bytes "$(bench_get "$sB" stored_bytes)") |"
-    done
-    local rmin rmax
-    rmin=$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)
-    rmax=$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)
-    echo "| median | $(f1 "$(med b wall_s)") | $(f1 "$(med bbase wall_s)") | $(f2 "$(bench_median "${ratios[@]}")") ($(f2 "$rmin")–$(f2 "$rmax")) |" \
-      "$(f1 "$(med b own_cpu_s)") / $(f1 "$(med bbase own_cpu_s)") |" \
-      "$(mib "$(med b rss_kb)") / $(mib "$(med bbase rss_kb)") |" \
-      "$(bench_fmt_bytes "$(med b stored_bytes)") / $(bench_fmt_bytes "$(med bbase stored_bytes)") |"
+    echo "(benc) against (b), round by round: what encryption adds. Each round runs them in the order of" \
+      "BENCH_VARIANTS (${VARIANTS[*]}); next to each other they share the machine's load, and the per-round" \
+      "ratio is steadier than the ratio of medians."
+    pair_table benc b
+    ENC_RATIOS=("${PAIR_RATIOS[@]}")
   fi
   echo
   echo "Targets for (b) \`pgbackup backup\`:"
@@ -438,6 +489,31 @@ report() {
   echo "| peak RSS of pgbackup ≤ 64 MiB | $(mib "$brss") (max over rounds, VmHWM of the pgbackup process) | $(pf "$brss" 65536) |"
   echo "| stored ≤ 1.1 × \`pg_dump -Fc\` | $(f2 "$bstored") × ($(bench_fmt_bytes "$(med b stored_bytes)") vs $(bench_fmt_bytes "$REF_SIZE")) | $(pf "$bstored" 1.1) |"
   echo "| zero bytes of temporary files | $btemp bytes written by pgbackup + pg_dump; $bfiles files in TMPDIR/HOME/cwd | $(pf "$((btemp + bfiles))" 0) |"
+  if has_variant b && has_variant benc; then
+    # The wall target is on the per-round ratios (the two share each round's
+    # load); the memory target on each variant's worst round, as for (b).
+    local eratio ermin ermax erss drss dmin='' dmax='' d efiles etemp
+    eratio=$(bench_median "${ENC_RATIOS[@]}")
+    ermin=$(printf '%s\n' "${ENC_RATIOS[@]}" | sort -g | head -1)
+    ermax=$(printf '%s\n' "${ENC_RATIOS[@]}" | sort -g | tail -1)
+    erss=$(maxv benc rss_kb)
+    drss=$((erss - brss))
+    for ((r = 1; r <= RUNS; r++)); do
+      d=$(($(bench_get "$RUNS_DIR/benc.$r/summary" rss_kb) - $(bench_get "$RUNS_DIR/b.$r/summary" rss_kb)))
+      [[ -n $dmin ]] && ((d >= dmin)) || dmin=$d
+      [[ -n $dmax ]] && ((d <= dmax)) || dmax=$d
+    done
+    efiles=$(maxv benc temp_files)
+    etemp=$(maxv benc temp_bytes)
+    echo
+    echo "Targets for (benc), encrypted, against (b) in the same run:"
+    echo
+    echo "| target | measured | |"
+    echo "|---|---|---|"
+    echo "| wall time ≤ 1.05 × (b), median of the per-round ratios | $(f2 "$eratio") × (rounds $(f2 "$ermin")–$(f2 "$ermax"); medians $(f1 "$(med benc wall_s)") s vs $(f1 "$(med b wall_s)") s) | $(pf "$eratio" 1.05) |"
+    echo "| peak RSS of pgbackup ≤ (b) + 8 MiB | $(mib "$erss") vs $(mib "$brss") (max over rounds): $(smib "$drss") (rounds $(smib "$dmin") to $(smib "$dmax")) | $(pf "$drss" 8192) |"
+    echo "| zero bytes of temporary files (as for (b)) | $etemp bytes written by pgbackup + pg_dump; $efiles files in TMPDIR/HOME/cwd | $(pf "$((etemp + efiles))" 0) |"
+  fi
   echo
   echo "All rounds:"
   echo
@@ -456,7 +532,10 @@ report() {
     "getrusage's block output of the command and its children; for (b) TMPDIR, HOME and the working directory" \
     "are empty directories, checked to be still empty. Uploads in (c), (d) use the AWS CLI's defaults" \
     "(8 MiB parts, 10 in flight). Round 1 of each variant is verified untimed (sha256 metadata, pg_restore -l)."
-  echo "Run: \`bench/backup.sh\` (BENCH_RUNS=$RUNS BENCH_SCALE=$SCALE)."
+  ! has_variant benc ||
+    echo "For (benc) that is the sha256 of the encrypted bytes as stored, then \`age -d\` with the run's" \
+      "identity before zstd -d; the object ends in .age and its manifest in .manifest.json.age."
+  echo "Run: \`bench/backup.sh\` (BENCH_RUNS=$RUNS BENCH_SCALE=$SCALE BENCH_VARIANTS=\"${VARIANTS[*]}\")."
 }
 
 mkdir -p "$(dirname "$RESULTS")"
