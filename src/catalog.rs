@@ -122,6 +122,77 @@ pub fn select(prefix: &str, objects: Vec<(String, u64)>) -> Vec<Backup> {
     out
 }
 
+/// Whose backups: today's single database, one of several databases
+/// (BACKUP_DATABASES), or the globals.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    Single,
+    Database(String),
+    Globals,
+}
+
+impl Scope {
+    /// The prefix its backups live under, below the configured one.
+    pub fn prefix(&self, base: &str) -> String {
+        match self {
+            Scope::Single => base.to_string(),
+            Scope::Database(d) => naming::database_prefix(base, d),
+            Scope::Globals => naming::globals_prefix(base),
+        }
+    }
+
+    /// `database` or `globals`, as `list --json` says.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Globals => "globals",
+            _ => "database",
+        }
+    }
+}
+
+/// Every backup under `base`, each with its scope: one listing, no
+/// database connection. Newest first within a scope.
+pub async fn list_all(
+    storage: &dyn ObjectStore,
+    base: &str,
+    stage: Stage,
+) -> Result<Vec<(Scope, Backup)>, JobError> {
+    let objects: Vec<(String, u64)> = storage
+        .list(&listing_prefix(base))
+        .await
+        .map_err(|e| JobError::storage(stage, e))?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    Ok(group(base, objects))
+}
+
+/// [`list_all`]'s pure part.
+pub fn group(base: &str, objects: Vec<(String, u64)>) -> Vec<(Scope, Backup)> {
+    let mut scopes = vec![Scope::Single];
+    scopes.extend(
+        naming::stored_databases(base, objects.iter().map(|(k, _)| k.as_str()))
+            .into_iter()
+            .map(Scope::Database),
+    );
+    scopes.push(Scope::Globals);
+    let mut out = Vec::new();
+    for scope in scopes {
+        let prefix = scope.prefix(base);
+        let mine: Vec<(String, u64)> = objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix) || scope == Scope::Single)
+            .cloned()
+            .collect();
+        out.extend(
+            select(&prefix, mine)
+                .into_iter()
+                .map(|b| (scope.clone(), b)),
+        );
+    }
+    out
+}
+
 /// Finds the backup `wanted` names in storage.
 pub async fn resolve(
     storage: &dyn ObjectStore,
@@ -243,5 +314,36 @@ mod tests {
             let e = wanted("db/backup_", bad).unwrap_err();
             assert_eq!(e.var, "NAME", "{bad}");
         }
+    }
+
+    #[test]
+    fn every_scope_is_found_and_none_takes_anothers_backups() {
+        let objects: Vec<(String, u64)> = [
+            ("db/backup_2026-01-25_03-00-00.dump.zst", 1),
+            ("db/backup_db/app/2026-01-25_03-00-00.dump.zst", 2),
+            (
+                "db/backup_db/app/2026-01-25_03-00-00.dump.zst.manifest.json",
+                3,
+            ),
+            ("db/backup_db/my%20db/2026-01-26_03-00-00.dump.zst.age", 4),
+            ("db/backup_globals/2026-01-26_03-00-00.sql.zst", 5),
+            ("db/backup_db/x/notes.txt", 6),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), s))
+        .collect();
+        let got: Vec<(Scope, u64)> = group("db/backup_", objects)
+            .into_iter()
+            .map(|(s, b)| (s, b.size))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Scope::Single, 1),
+                (Scope::Database("app".into()), 2),
+                (Scope::Database("my db".into()), 4),
+                (Scope::Globals, 5),
+            ]
+        );
     }
 }

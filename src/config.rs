@@ -83,6 +83,10 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_HEARTBEAT_URL_FILE",
     "BACKUP_PUSHGATEWAY_URL_FILE",
     "BACKUP_VERIFY_DATABASE_URL_FILE",
+    "BACKUP_DATABASES",
+    "BACKUP_EXCLUDE_DATABASES",
+    "BACKUP_GLOBALS",
+    "BACKUP_PARALLEL",
     "BACKUP_ENCRYPTION_RECIPIENTS",
     "BACKUP_ENCRYPTION_RECIPIENTS_FILE",
     "BACKUP_ENCRYPTION_IDENTITY_FILE",
@@ -135,6 +139,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("BACKUP_RETENTION_DAYS", "30"),
     ("BACKUP_RETENTION_MIN_COUNT", "3"),
     ("BACKUP_RETENTION_INCLUDE_IMPORTED", "false"),
+    ("BACKUP_PARALLEL", "1"),
     ("BACKUP_WEBHOOK_RETRIES", "3"),
     ("BACKUP_WEBHOOK_BACKOFF_SECONDS", "2"),
     ("BACKUP_WEBHOOK_FORMAT", "slack"),
@@ -299,6 +304,7 @@ from_vars!(
     DrillConfig,
     BatchConfig,
     EncryptionConfig,
+    DatabasesConfig,
 );
 
 /// A value that must never reach a log line, an error or Debug output.
@@ -1090,6 +1096,114 @@ impl DrillConfig {
     }
 }
 
+/// Which databases a run backs up (BACKUP_DATABASES).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Unset: the URL's database alone, under today's names.
+    Single,
+    /// `all`: every database that allows connections and is not a
+    /// template, found at each run, minus the excluded ones.
+    All { exclude: Vec<String> },
+    /// The names given, in their order.
+    List(Vec<String>),
+}
+
+/// Whether a run also stores roles and tablespaces (BACKUP_GLOBALS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Globals {
+    Off,
+    On,
+    /// `pg_dumpall --globals-only --no-role-passwords`: for managed
+    /// servers where pg_authid cannot be read.
+    NoPasswords,
+}
+
+/// Several databases of one server: which, how many at once, and globals.
+#[derive(Debug, Clone)]
+pub struct DatabasesConfig {
+    pub selection: Selection,
+    pub globals: Globals,
+    /// Dumps running at once (BACKUP_PARALLEL).
+    pub parallel: usize,
+}
+
+/// Upper bound of BACKUP_PARALLEL: each dump is a pg_dump and a server
+/// backend; beyond this a server is better served by fewer at once.
+const MAX_PARALLEL: u32 = 32;
+
+impl DatabasesConfig {
+    pub fn read(v: &Vars) -> Result<DatabasesConfig, ConfigError> {
+        let names = |var: &'static str, s: &str| -> Result<Vec<String>, ConfigError> {
+            let mut out: Vec<String> = Vec::new();
+            for n in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if n.contains('\0') {
+                    return Err(invalid(var, "a database name cannot hold a NUL byte"));
+                }
+                if !out.iter().any(|o| o == n) {
+                    out.push(n.to_string());
+                }
+            }
+            if out.is_empty() {
+                return Err(invalid(var, "names no database"));
+            }
+            Ok(out)
+        };
+        let exclude = v
+            .get("BACKUP_EXCLUDE_DATABASES")?
+            .map(|s| names("BACKUP_EXCLUDE_DATABASES", s))
+            .transpose()?;
+        let selection = match v.get("BACKUP_DATABASES")? {
+            None => Selection::Single,
+            Some(s) if s.trim().eq_ignore_ascii_case("all") => Selection::All {
+                exclude: exclude.clone().unwrap_or_default(),
+            },
+            Some(s) => Selection::List(names("BACKUP_DATABASES", s)?),
+        };
+        if exclude.is_some() && !matches!(selection, Selection::All { .. }) {
+            return Err(invalid(
+                "BACKUP_EXCLUDE_DATABASES",
+                "applies only to BACKUP_DATABASES=all; leave the names out of the list instead",
+            ));
+        }
+        let globals = match v
+            .get("BACKUP_GLOBALS")?
+            .map(|g| g.trim().to_ascii_lowercase())
+        {
+            None if selection == Selection::Single => Globals::Off,
+            None => Globals::On,
+            Some(g) => match g.as_str() {
+                "true" | "1" | "yes" | "on" => Globals::On,
+                "false" | "0" | "no" | "off" => Globals::Off,
+                "no-passwords" => Globals::NoPasswords,
+                o => {
+                    return Err(invalid(
+                        "BACKUP_GLOBALS",
+                        format!("{o:?} is not true, false or no-passwords"),
+                    ))
+                }
+            },
+        };
+        let parallel = parse_u32(
+            "BACKUP_PARALLEL",
+            v.or_default("BACKUP_PARALLEL")?,
+            MAX_PARALLEL,
+        )?;
+        if parallel == 0 {
+            return Err(invalid("BACKUP_PARALLEL", "must be at least 1"));
+        }
+        Ok(DatabasesConfig {
+            selection,
+            globals,
+            parallel: parallel as usize,
+        })
+    }
+
+    /// Several databases, each under a prefix of its own.
+    pub fn is_multi(&self) -> bool {
+        self.selection != Selection::Single
+    }
+}
+
 /// Encryption of what is stored, and the identity that reads it back.
 #[derive(Debug, Clone, Default)]
 pub struct EncryptionConfig {
@@ -1139,6 +1253,7 @@ pub struct Config {
     pub verify: VerifyConfig,
     pub batch: BatchConfig,
     pub encryption: EncryptionConfig,
+    pub databases: DatabasesConfig,
 }
 
 impl Config {
@@ -1153,6 +1268,7 @@ impl Config {
         verify.check_scratch(Some(&dump.database))?;
         let batch = BatchConfig::read(v)?;
         let encryption = EncryptionConfig::read(v)?;
+        let databases = DatabasesConfig::read(v)?;
         Ok(Config {
             store,
             dump,
@@ -1163,6 +1279,7 @@ impl Config {
             verify,
             batch,
             encryption,
+            databases,
         })
     }
 

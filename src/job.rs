@@ -75,6 +75,32 @@ fn renice_this_thread(nice: i32) {
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
 }
 
+/// What a backup dumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `pg_dump` of the configured database.
+    Database,
+    /// `pg_dumpall --globals-only`: roles and tablespaces, as SQL.
+    Globals { no_passwords: bool },
+}
+
+/// One backup: what it dumps, and the time its name carries (a run of
+/// several databases names all its objects after its start).
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub source: Source,
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            source: Source::Database,
+            at: None,
+        }
+    }
+}
+
 /// Runs one backup to the end (or until `cancel` fires) and reports it.
 pub async fn run(
     cfg: &Config,
@@ -82,9 +108,20 @@ pub async fn run(
     cancel: &CancellationToken,
     priority: Priority,
 ) -> Outcome {
+    run_spec(cfg, storage, cancel, priority, Spec::default()).await
+}
+
+/// [`run`] of any [`Spec`].
+pub async fn run_spec(
+    cfg: &Config,
+    storage: &dyn ObjectStore,
+    cancel: &CancellationToken,
+    priority: Priority,
+    spec: Spec,
+) -> Outcome {
     let started = Utc::now();
     let t0 = Instant::now();
-    let result = backup(cfg, storage, cancel, priority).await;
+    let result = backup(cfg, storage, cancel, priority, spec).await;
     Outcome {
         database: cfg.dump.database.name().to_string(),
         started,
@@ -110,6 +147,7 @@ async fn prepare(
     cfg: &Config,
     storage: &dyn ObjectStore,
     cancel: &CancellationToken,
+    spec: Spec,
 ) -> Result<Prepared, JobError> {
     // Missing credentials fail here, in one line, before any dump starts.
     cancellable(cancel, async {
@@ -128,13 +166,16 @@ async fn prepare(
     else {
         return Err(cancelled());
     };
-    let key = cancellable(cancel, free_name(storage, cfg, Utc::now())).await?;
-    // The manifest reads the dump's own snapshot, unless the user chose one.
-    let own_snapshot = cfg
-        .dump
-        .pg_dump_options
-        .iter()
-        .any(|o| o.starts_with("--snapshot") || o == "--serializable-deferrable");
+    let at = spec.at.unwrap_or_else(Utc::now);
+    let key = cancellable(cancel, free_name(storage, cfg, at)).await?;
+    // The manifest reads the dump's own snapshot, unless the user chose one
+    // (globals have neither).
+    let own_snapshot = spec.source != Source::Database
+        || cfg
+            .dump
+            .pg_dump_options
+            .iter()
+            .any(|o| o.starts_with("--snapshot") || o == "--serializable-deferrable");
     let snapshot = if own_snapshot {
         None
     } else {
@@ -154,32 +195,47 @@ async fn prepare(
 
 /// pg_dump as this backup runs it: our compression, the exported
 /// snapshot, the user's options, its own process group, maybe reniced.
+/// For globals, `pg_dumpall --globals-only` instead.
 fn pg_dump_command(
     cfg: &Config,
     tools: &pg::Tools,
     snapshot: Option<&pg::Snapshot>,
     priority: Priority,
+    source: Source,
 ) -> tokio::process::Command {
-    let mut cmd = tools.command("pg_dump", &cfg.dump.database);
-    cmd.arg("--no-password")
-        .arg(format!("--format={}", cfg.dump.format.as_str()));
-    if cfg.dump.format == Format::Custom {
-        // We compress the stream ourselves, faster and in one place.
-        cmd.arg("--compress=0");
-    }
-    if let Some(s) = snapshot {
-        cmd.arg(format!("--snapshot={}", s.id));
-    }
-    cmd.args(&cfg.dump.pg_dump_options)
-        .arg(format!(
-            "--dbname={}",
-            cfg.dump.database.url_without_password()
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so that stopping it also stops anything it
-        // started (wrapper scripts): no orphans.
-        .process_group(0);
+    let mut cmd = match source {
+        Source::Database => {
+            let mut cmd = tools.command("pg_dump", &cfg.dump.database);
+            cmd.arg("--no-password")
+                .arg(format!("--format={}", cfg.dump.format.as_str()));
+            if cfg.dump.format == Format::Custom {
+                // We compress the stream ourselves, faster and in one place.
+                cmd.arg("--compress=0");
+            }
+            if let Some(s) = snapshot {
+                cmd.arg(format!("--snapshot={}", s.id));
+            }
+            cmd.args(&cfg.dump.pg_dump_options);
+            cmd
+        }
+        Source::Globals { no_passwords } => {
+            let mut cmd = tools.command("pg_dumpall", &cfg.dump.database);
+            cmd.arg("--no-password").arg("--globals-only");
+            if no_passwords {
+                cmd.arg("--no-role-passwords");
+            }
+            cmd
+        }
+    };
+    cmd.arg(format!(
+        "--dbname={}",
+        cfg.dump.database.url_without_password()
+    ))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    // Its own process group, so that stopping it also stops anything it
+    // started (wrapper scripts): no orphans.
+    .process_group(0);
     if let Some(nice) = priority.nice() {
         // SAFETY: the closure runs in the forked child before exec, where
         // only async-signal-safe work is allowed: it makes one setpriority
@@ -199,6 +255,7 @@ async fn backup(
     storage: &dyn ObjectStore,
     cancel: &CancellationToken,
     priority: Priority,
+    spec: Spec,
 ) -> Result<BackupReport, JobError> {
     let Prepared {
         server,
@@ -206,12 +263,16 @@ async fn backup(
         key,
         snapshot,
         _lock,
-    } = prepare(cfg, storage, cancel).await?;
-    let mut cmd = pg_dump_command(cfg, &tools, snapshot.as_ref(), priority);
+    } = prepare(cfg, storage, cancel, spec).await?;
+    let mut cmd = pg_dump_command(cfg, &tools, snapshot.as_ref(), priority, spec.source);
+    let tool = match spec.source {
+        Source::Database => "pg_dump",
+        Source::Globals { .. } => "pg_dumpall",
+    };
     let mut child = cmd.spawn().map_err(|e| {
         JobError::permanent(
             Stage::Dump,
-            format!("cannot start {}: {e}", tools.bin("pg_dump").display()),
+            format!("cannot start {}: {e}", tools.bin(tool).display()),
         )
     })?;
     let mut group = GroupGuard(child.id().and_then(|p| Pid::from_raw(p as i32)));
@@ -272,7 +333,7 @@ async fn backup(
                 _ = cancel.cancelled() => { group.kill(); Err(std::io::Error::other("cancelled")) }
             };
             let stderr_tail = stderr_task.await.unwrap_or_default();
-            check_dump(status, counts, &stderr_tail, cancel)
+            check_dump(status, counts, &stderr_tail, cancel, tool)
         }
     };
     if finished.is_err() {
@@ -288,20 +349,25 @@ async fn backup(
             Err(e)
         }
         Ok(counts) => {
-            let meta = object_meta(cfg, &counts, &server, &tools);
+            let meta = object_meta(cfg, &counts, &server, &tools, spec.source);
             if cancel.is_cancelled() {
                 writer.abort().await;
                 return Err(cancelled());
             }
-            crate::manifest::commit_with_manifest(
-                cfg,
-                storage,
-                &key,
-                writer,
-                &meta,
-                snapshot.as_ref().map(|s| &s.client),
-            )
-            .await?;
+            match spec.source {
+                Source::Database => {
+                    crate::manifest::commit_with_manifest(
+                        cfg,
+                        storage,
+                        &key,
+                        writer,
+                        &meta,
+                        snapshot.as_ref().map(|s| &s.client),
+                    )
+                    .await?
+                }
+                Source::Globals { .. } => writer.commit(&meta).await.map_err(upload)?,
+            }
             Ok(BackupReport {
                 key,
                 dump_bytes: counts.dump_bytes,
@@ -356,6 +422,7 @@ fn object_meta(
     counts: &Counts,
     server: &pg::ServerInfo,
     tools: &pg::Tools,
+    source: Source,
 ) -> ObjectMeta {
     let mut meta = ObjectMeta {
         sha256: counts.sha256.clone(),
@@ -371,6 +438,14 @@ fn object_meta(
                 "age"
             } else {
                 "none"
+            }
+            .to_string(),
+        ),
+        (
+            "kind",
+            match source {
+                Source::Database => "database",
+                Source::Globals { .. } => "globals",
             }
             .to_string(),
         ),
@@ -439,6 +514,7 @@ fn check_dump(
     counts: Result<Result<Counts, JobError>, tokio::sync::oneshot::error::RecvError>,
     stderr_tail: &str,
     cancel: &CancellationToken,
+    tool: &str,
 ) -> Result<Counts, JobError> {
     if cancel.is_cancelled() {
         return Err(cancelled());
@@ -455,7 +531,7 @@ fn check_dump(
         };
         return Err(JobError::permanent(
             Stage::Dump,
-            format!("pg_dump {how}{said}"),
+            format!("{tool} {how}{said}"),
         ));
     }
     let counts = counts
@@ -464,7 +540,7 @@ fn check_dump(
         return Err(JobError::permanent(
             Stage::Dump,
             format!(
-                "pg_dump exited 0 but wrote nothing{}",
+                "{tool} exited 0 but wrote nothing{}",
                 if said.is_empty() {
                     String::new()
                 } else {

@@ -16,11 +16,15 @@
 //!   with TLS and basic auth from [`webconfig`].
 //! - [`metrics`]: the Prometheus series, read from a job's [`job::Outcome`].
 //! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.
+//! - [`recover`]: a whole server from its newest run: globals, then every
+//!   database (`restore --all`).
 //! - [`verify`]: integrity check and restore drill, over [`restore`].
 //! - [`restore`]: restore into a database, streamed or spooled for `--jobs`.
 //! - [`fetch`]: download -> sha256 -> decompression, into a sink.
 //! - [`presign`]: presigned URLs.
 //! - [`retention`]: which backups to delete (a pure plan), then deleting them.
+//! - [`databases`]: several databases of one server: which ones, and one
+//!   run of them all (parallel dumps, globals, one name time).
 //! - [`job`]: one backup, pg_dump -> compression + sha256 -> storage parts,
 //!   returning an [`job::Outcome`] that others read.
 //! - [`manifest`]: row counts recorded at backup time, in the dump's snapshot.
@@ -53,6 +57,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod daemon;
+pub mod databases;
 pub mod error;
 pub mod fetch;
 pub mod http;
@@ -66,6 +71,7 @@ pub mod notify;
 pub mod pg;
 pub mod presign;
 pub mod probe;
+pub mod recover;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

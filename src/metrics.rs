@@ -64,7 +64,12 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
-/// All metrics of one database. Cheap to clone (shared atomics).
+/// The series with no `database` label (the globals').
+type NoLabels = Vec<(String, String)>;
+
+/// All metrics, seen from one database: the methods record for that
+/// database, [`Metrics::for_database`] gives another database's view of the
+/// same registry. Cheap to clone (shared atomics).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
@@ -89,6 +94,8 @@ pub struct Metrics {
     webhook: Family<DbResult, Counter>,
     last_verified: Family<Db, F64Gauge>,
     skipped: Family<Db, Counter>,
+    globals_last_success: Family<NoLabels, F64Gauge>,
+    globals_last_status: Family<NoLabels, Gauge>,
 }
 
 impl Metrics {
@@ -118,6 +125,8 @@ impl Metrics {
             webhook: Family::default(),
             last_verified: Family::default(),
             skipped: Family::default(),
+            globals_last_success: Family::default(),
+            globals_last_status: Family::default(),
         };
         r.register(
             "backup_last_success_timestamp_seconds",
@@ -200,33 +209,118 @@ impl Metrics {
             "Scheduled runs skipped because a backup was still running",
             m.skipped.clone(),
         );
+        // Globals (roles, tablespaces) are not a database: their own
+        // series, without a `database` label a real database could share.
+        r.register(
+            "backup_globals_last_success_timestamp_seconds",
+            "End of the last successful backup of roles and tablespaces (Unix time; 0 before any)",
+            m.globals_last_success.clone(),
+        );
+        r.register(
+            "backup_globals_last_status",
+            "1 if the last backup of roles and tablespaces succeeded, else 0",
+            m.globals_last_status.clone(),
+        );
         r.register_collector(Box::new(BuildInfo(m.pg_dump_version.clone())));
-
-        // Export every series from start-up.
-        let _ = m.last_success.get_or_create(&db);
-        let _ = m.last_attempt.get_or_create(&db);
-        let _ = m.last_duration.get_or_create(&db);
-        let _ = m.last_size.get_or_create(&db);
-        let _ = m.last_dump.get_or_create(&db);
-        let _ = m.last_status.get_or_create(&db);
-        let _ = m.duration.get_or_create(&db);
-        let _ = m.attempts.get_or_create(&db);
-        for s in Stage::ALL {
-            let _ = m.failures.get_or_create(&m.stage(s));
-        }
-        let _ = m.in_progress.get_or_create(&db);
-        let _ = m.next_run.get_or_create(&db);
-        let _ = m.stored_objects.get_or_create(&db);
-        let _ = m.stored_bytes.get_or_create(&db);
-        let _ = m.retention_deleted.get_or_create(&db);
-        for res in [DELIVERED, FAILED] {
-            let _ = m.webhook.get_or_create(&m.result(res));
-        }
-        let _ = m.last_verified.get_or_create(&db);
-        let _ = m.skipped.get_or_create(&db);
-        Metrics {
+        let m = Metrics {
             registry: Arc::new(r),
             ..m
+        };
+        m.init_series();
+        m
+    }
+
+    /// Exports every series of this database, at 0 until something happens.
+    fn init_series(&self) {
+        let db = &self.db;
+        let _ = self.last_success.get_or_create(db);
+        let _ = self.last_attempt.get_or_create(db);
+        let _ = self.last_duration.get_or_create(db);
+        let _ = self.last_size.get_or_create(db);
+        let _ = self.last_dump.get_or_create(db);
+        let _ = self.last_status.get_or_create(db);
+        let _ = self.duration.get_or_create(db);
+        let _ = self.attempts.get_or_create(db);
+        for s in Stage::ALL {
+            let _ = self.failures.get_or_create(&self.stage(s));
+        }
+        let _ = self.in_progress.get_or_create(db);
+        let _ = self.next_run.get_or_create(db);
+        let _ = self.stored_objects.get_or_create(db);
+        let _ = self.stored_bytes.get_or_create(db);
+        let _ = self.retention_deleted.get_or_create(db);
+        for res in [DELIVERED, FAILED] {
+            let _ = self.webhook.get_or_create(&self.result(res));
+        }
+        let _ = self.last_verified.get_or_create(db);
+        let _ = self.skipped.get_or_create(db);
+    }
+
+    /// The view of database `name`, its series exported from now on.
+    pub fn for_database(&self, name: &str) -> Metrics {
+        let m = Metrics {
+            db: Db {
+                database: name.to_string(),
+            },
+            ..self.clone()
+        };
+        m.init_series();
+        m
+    }
+
+    /// The database this view records for.
+    pub fn database(&self) -> &str {
+        &self.db.database
+    }
+
+    /// Stops exporting this database's series (a dropped database): its
+    /// alerts then see the series vanish rather than a stale value.
+    pub fn forget(&self) {
+        let db = &self.db;
+        self.last_success.remove(db);
+        self.last_attempt.remove(db);
+        self.last_duration.remove(db);
+        self.last_size.remove(db);
+        self.last_dump.remove(db);
+        self.last_status.remove(db);
+        self.duration.remove(db);
+        self.attempts.remove(db);
+        for s in Stage::ALL {
+            self.failures.remove(&self.stage(s));
+        }
+        self.in_progress.remove(db);
+        self.next_run.remove(db);
+        self.stored_objects.remove(db);
+        self.stored_bytes.remove(db);
+        self.retention_deleted.remove(db);
+        for res in [DELIVERED, FAILED] {
+            self.webhook.remove(&self.result(res));
+        }
+        self.last_verified.remove(db);
+        self.skipped.remove(db);
+    }
+
+    /// The globals' backup: exported once there is one to report.
+    pub fn record_globals(&self, o: &Outcome) {
+        if matches!(&o.result, Err(e) if e.is_cancelled()) {
+            return;
+        }
+        let none = NoLabels::new();
+        let ok = o.result.is_ok();
+        self.globals_last_status.get_or_create(&none).set(ok as i64);
+        let success = self.globals_last_success.get_or_create(&none);
+        if ok {
+            success.set(ts(o.finished));
+        }
+    }
+
+    /// The newest globals object in storage, after a restart.
+    pub fn seed_globals(&self, at: DateTime<Utc>) {
+        let none = NoLabels::new();
+        let g = self.globals_last_success.get_or_create(&none);
+        if g.get() < ts(at) {
+            g.set(ts(at));
+            self.globals_last_status.get_or_create(&none).set(1);
         }
     }
 

@@ -125,6 +125,80 @@ pub fn parse_template(prefix: &str, key: &str) -> Option<ParsedName> {
     })
 }
 
+/// With several databases (BACKUP_DATABASES), each has a prefix of its own
+/// below the configured one, `<prefix>db/<encoded name>/`, and the globals
+/// (roles, tablespaces) `<prefix>globals/`; below each, the usual names.
+/// The two folders keep a database and the globals apart whatever the
+/// databases are called.
+const DATABASES_DIR: &str = "db/";
+const GLOBALS_DIR: &str = "globals/";
+
+/// The prefix of one database's backups.
+pub fn database_prefix(prefix: &str, database: &str) -> String {
+    format!("{prefix}{DATABASES_DIR}{}/", encode_database(database))
+}
+
+/// The prefix of the globals' backups.
+pub fn globals_prefix(prefix: &str) -> String {
+    format!("{prefix}{GLOBALS_DIR}")
+}
+
+/// A database name as one key segment: letters, digits, `_` and `-` as
+/// they are, every other byte of its UTF-8 as `%XX`. Injective, so two
+/// databases never share a prefix; `/`, `.` and `%` never appear raw, so a
+/// segment is never a folder, `.` or `..`; and it stays readable for the
+/// common names (`app`, `analytics_2024`).
+pub fn encode_database(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_database`]; None for anything it cannot have made.
+pub fn decode_database(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            if hex.bytes().any(|c| c.is_ascii_lowercase()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let name = String::from_utf8(out).ok()?;
+    (!name.is_empty() && encode_database(&name) == segment).then_some(name)
+}
+
+/// The databases that have at least one backup under `prefix`, from a
+/// listing of keys: what list, restore and prune work from when there is
+/// no database connection.
+pub fn stored_databases<'a>(
+    prefix: &str,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeSet<String> {
+    let dir = format!("{prefix}{DATABASES_DIR}");
+    keys.into_iter()
+        .filter_map(|k| {
+            let (segment, _) = k.strip_prefix(&dir)?.split_once('/')?;
+            let name = decode_database(segment)?;
+            parse(&database_prefix(prefix, &name), k).map(|_| name)
+        })
+        .collect()
+}
+
 /// What follows a local backup's name in its sidecar's name.
 pub const SIDECAR_SUFFIX: &str = ".sha256";
 
@@ -257,5 +331,51 @@ mod tests {
             ["a/b/backup_", "a/b/backup"]
         );
         assert_eq!(template_prefixes("x_"), ["x_"]);
+    }
+
+    #[test]
+    fn every_database_name_has_its_own_prefix() {
+        let names = [
+            "app", "App", "my db", "a/b", "100%", "%25", "café", "日本", ".", "..", "db-1_x",
+            "globals", "db", "a%2Fb",
+        ];
+        let mut prefixes = std::collections::BTreeSet::new();
+        for n in names {
+            let p = database_prefix("backup_", n);
+            assert!(prefixes.insert(p.clone()), "{n:?} shares {p}");
+            let seg = &p["backup_db/".len()..p.len() - 1];
+            assert!(
+                !seg.contains('/') && seg != "." && seg != "..",
+                "{n:?}: {seg}"
+            );
+            assert_eq!(decode_database(seg).as_deref(), Some(n), "{seg}");
+            assert!(!p.starts_with(&globals_prefix("backup_")));
+        }
+        assert_eq!(
+            database_prefix("x/backup_", "my db"),
+            "x/backup_db/my%20db/"
+        );
+        assert_eq!(database_prefix("backup_", "App"), "backup_db/App/");
+        for bad in ["", "%2f", "%2", "a b", "%41", "%zz", "a.b", "%C3"] {
+            assert_eq!(decode_database(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stored_databases_come_from_backup_names_only() {
+        let keys = [
+            "backup_db/app/2026-01-25_03-00-00.dump.zst",
+            "backup_db/app/2026-01-25_03-00-00.dump.zst.manifest.json",
+            "backup_db/my%20db/2026-01-25_03-00-00.dump.zst.age",
+            "backup_db/only-notes/notes.txt",
+            "backup_db/bad%2f/2026-01-25_03-00-00.dump",
+            "backup_globals/2026-01-25_03-00-00.sql.zst",
+            "backup_2026-01-25_03-00-00.dump.zst",
+        ];
+        let got: Vec<String> = stored_databases("backup_", keys).into_iter().collect();
+        assert_eq!(got, vec!["app".to_string(), "my db".to_string()]);
+        // Single-database names are never taken for another database's.
+        assert!(parse("backup_", keys[0]).is_none());
+        assert!(parse(&globals_prefix("backup_"), keys[5]).is_some());
     }
 }

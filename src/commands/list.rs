@@ -1,27 +1,55 @@
-//! `pgbackup list [--json]`: the backups in storage, newest first.
+//! `pgbackup list [--database DB] [--json]`: the backups in storage, newest
+//! first; with several databases, grouped by database, then the globals.
 
-use crate::catalog;
-use crate::config::StoreConfig;
+use crate::catalog::{self, Backup, Scope};
+use crate::config::{DumpConfig, StoreConfig, Vars};
 use crate::error::Stage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Print a JSON array of {name, time, size, format, compression, encrypted, imported}.
+    /// Only this database's backups (several databases: BACKUP_DATABASES).
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
+    /// Print a JSON array of {database, kind, name, time, size, format,
+    /// compression, encrypted, imported}.
     #[arg(long)]
     pub json: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let store = StoreConfig::from_env()?;
+    let vars = Vars::from_env()?;
+    let store = StoreConfig::read(&vars)?;
+    // Today's single-database names carry no database name; the configured
+    // one, when there is one, is theirs.
+    let single = DumpConfig::read_database(&vars)
+        .ok()
+        .flatten()
+        .map(|d| d.name().to_string());
     let storage = super::open_storage(&store).await;
-    let backups = catalog::list(storage.as_ref(), &store.prefix, Stage::Verify)
+    let all = catalog::list_all(storage.as_ref(), &store.prefix, Stage::Verify)
         .await
         .map_err(|e| anyhow::anyhow!("list failed: {}", e.message))?;
+    let database_of = |s: &Scope| -> Option<String> {
+        match s {
+            Scope::Single => single.clone(),
+            Scope::Database(d) => Some(d.clone()),
+            Scope::Globals => None,
+        }
+    };
+    let backups: Vec<&(Scope, Backup)> = all
+        .iter()
+        .filter(|(s, _)| match &a.database {
+            None => true,
+            Some(want) => database_of(s).as_deref() == Some(want.as_str()),
+        })
+        .collect();
     if a.json {
         let items: Vec<serde_json::Value> = backups
             .iter()
-            .map(|b| {
+            .map(|(s, b)| {
                 serde_json::json!({
+                    "database": database_of(s),
+                    "kind": s.kind(),
                     "name": b.key,
                     "time": b.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     "size": b.size,
@@ -37,25 +65,55 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     }
     if backups.is_empty() {
         eprintln!(
-            "no backups under {:?} in {}",
+            "no backups{} under {:?} in {}",
+            a.database
+                .as_deref()
+                .map(|d| format!(" of database {d:?}"))
+                .unwrap_or_default(),
             store.prefix,
             storage.describe()
         );
         return Ok(());
     }
+    let many = backups.iter().any(|(s, _)| *s != Scope::Single);
+    let label = |s: &Scope| match s {
+        Scope::Globals => "(globals)".to_string(),
+        s => database_of(s).unwrap_or_default(),
+    };
+    let dbw = if many {
+        backups
+            .iter()
+            .map(|(s, _)| label(s).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(8)
+    } else {
+        0
+    };
     let width = backups
         .iter()
-        .map(|b| b.key.len())
+        .map(|(_, b)| b.key.len())
         .max()
         .unwrap_or(4)
         .max(4);
+    let db_col = |s: String| {
+        if many {
+            format!("{s:<dbw$}  ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<width$}  {:<19}  {:>10}  FORMAT",
-        "NAME", "TIME (UTC)", "SIZE"
+        "{}{:<width$}  {:<19}  {:>10}  FORMAT",
+        db_col("DATABASE".into()),
+        "NAME",
+        "TIME (UTC)",
+        "SIZE"
     );
-    for b in &backups {
+    for (s, b) in &backups {
         println!(
-            "{:<width$}  {}  {:>10}  {} ({}){}{}",
+            "{}{:<width$}  {}  {:>10}  {} ({}){}{}",
+            db_col(label(s)),
             b.key,
             b.time.format("%Y-%m-%d %H:%M:%S"),
             crate::pg::human_bytes(b.size),

@@ -44,6 +44,9 @@ pub enum Command {
         /// Print what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Only this database of several (BACKUP_DATABASES).
+        #[arg(long, value_name = "DB")]
+        database: Option<String>,
     },
     /// The backups in storage, newest first: name, time, size, format.
     List(list::Args),
@@ -62,13 +65,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run => run::run(load_config()?).await,
         Command::Backup => backup::run(load_config()?).await,
         Command::Check => check::run(load_config()?).await,
-        Command::Prune { dry_run } => {
+        Command::Prune {
+            dry_run,
+            database: only,
+        } => {
             let vars = Vars::from_env()?;
             let store = StoreConfig::read(&vars)?;
             let settings = RetentionSettings::read(&vars)?;
             let batch = BatchConfig::read(&vars)?;
             let database = DumpConfig::read_database(&vars)?;
-            prune::run(&store, &settings, &batch, database.as_ref(), dry_run).await
+            prune::run(
+                &store,
+                &settings,
+                &batch,
+                database.as_ref(),
+                only.as_deref(),
+                dry_run,
+            )
+            .await
         }
         Command::List(a) => list::run(a).await,
         Command::Restore(a) => restore::run(a).await,

@@ -14,10 +14,16 @@ pub struct Args {
     /// How long the URL works: e.g. 30m, 1h, 7d (at most 7d).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
     pub expires: String,
+    /// One database of several (BACKUP_DATABASES).
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let store = StoreConfig::from_env()?;
+    let mut store = StoreConfig::from_env()?;
+    if let Some(db) = &a.database {
+        store.prefix = crate::naming::database_prefix(&store.prefix, db);
+    }
     let wanted = catalog::wanted(&store.prefix, &a.name)?;
     let expires =
         presign::parse_expiry(&a.expires).map_err(|m| ConfigError::new("--expires", m))?;

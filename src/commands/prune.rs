@@ -1,9 +1,12 @@
-//! `pgbackup prune [--dry-run]`: retention now. Prints each backup it
-//! deletes (or would delete); exits 1 if any deletion failed.
+//! `pgbackup prune [--dry-run] [--database DB]`: retention now. Prints each
+//! backup it deletes (or would delete); exits 1 if any deletion failed.
+//! With several databases, each database and the globals are pruned on
+//! their own, as after their own backups.
 
 use chrono::Utc;
 
 use crate::batch::{self, Command};
+use crate::catalog::{self, Scope};
 use crate::config::{BatchConfig, Database, RetentionSettings, StoreConfig};
 use crate::error::Stage;
 use crate::metrics::Metrics;
@@ -16,15 +19,101 @@ pub async fn run(
     settings: &RetentionSettings,
     batch_cfg: &BatchConfig,
     database: Option<&Database>,
+    only: Option<&str>,
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let storage = super::open_storage(store).await;
-    let now = Utc::now();
-    let pass = retention::apply(storage.as_ref(), &store.prefix, settings, now, dry_run).await;
+    // Which prefixes: today's single database, each stored database of
+    // several, and the globals; or the one database asked for.
+    let scopes: Vec<Scope> = match only {
+        Some(db) => vec![Scope::Database(db.to_string())],
+        None => {
+            let mut found: Vec<Scope> =
+                catalog::list_all(storage.as_ref(), &store.prefix, Stage::Retention)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("prune failed: {}", e.message))?
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect();
+            found.dedup();
+            // Nothing stored yet: the single prefix still gets its pass
+            // (stale uploads, the summary).
+            if found.is_empty() {
+                found.push(Scope::Single);
+            }
+            found
+        }
+    };
+    let many = scopes.iter().any(|s| *s != Scope::Single);
+    let mut first_error = None;
+    let mut metrics: Option<Metrics> = None;
+    for scope in &scopes {
+        if many {
+            match scope {
+                Scope::Single => {
+                    println!("== {} (single database)", store.prefix)
+                }
+                Scope::Database(d) => println!("== database {d:?}"),
+                Scope::Globals => println!("== globals"),
+            }
+        }
+        if let Err(e) = prune_one(
+            storage.as_ref(),
+            &store.prefix,
+            scope,
+            settings,
+            batch_cfg,
+            database,
+            dry_run,
+            &mut metrics,
+        )
+        .await
+        {
+            first_error.get_or_insert(e);
+        }
+    }
     // A dry run changes nothing, so it publishes nothing.
-    if batch_cfg.is_enabled() && !dry_run {
-        let db = super::database_label(database, storage.as_ref(), &store.prefix).await;
-        let metrics = Metrics::new(&db, "unknown");
+    if let (Some(m), false) = (&metrics, dry_run) {
+        batch::publish(batch_cfg, Command::Prune, m, &[]).await;
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Retention of one prefix; its series are recorded into `metrics` (the
+/// first scope creates it) when one-shot metrics are on.
+#[allow(clippy::too_many_arguments)]
+async fn prune_one(
+    storage: &dyn crate::storage::ObjectStore,
+    base: &str,
+    scope: &Scope,
+    settings: &RetentionSettings,
+    batch_cfg: &BatchConfig,
+    database: Option<&Database>,
+    dry_run: bool,
+    metrics: &mut Option<Metrics>,
+) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let prefix = &scope.prefix(base);
+    let pass = retention::apply(storage, prefix, settings, now, dry_run).await;
+    // The globals have no `database` series of their own.
+    let label = match scope {
+        Scope::Single => Some(super::database_label(database, storage, prefix).await),
+        Scope::Database(d) => Some(d.clone()),
+        Scope::Globals => None,
+    };
+    if let (true, false, Some(db)) = (batch_cfg.is_enabled(), dry_run, label) {
+        let view = match metrics {
+            Some(m) => m.for_database(&db),
+            None => {
+                let m = Metrics::new(&db, "unknown");
+                *metrics = Some(m.clone());
+                m
+            }
+        };
+        let metrics = view;
         match &pass {
             Ok(r) => {
                 metrics.add_retention_deleted(r.deleted.len() as u64);
@@ -35,12 +124,11 @@ pub async fn run(
             }
             Err(_) => metrics.count_failure(Stage::Retention),
         }
-        batch::publish(batch_cfg, Command::Prune, &metrics, &[]).await;
     }
     let report = pass?;
     let age = |key: &str| {
-        naming::parse(&store.prefix, key)
-            .or_else(|| naming::parse_template(&store.prefix, key))
+        naming::parse(prefix, key)
+            .or_else(|| naming::parse_template(prefix, key))
             .map(|p| match (now - p.time).num_days() {
                 1 => "1 day old".to_string(),
                 d => format!("{d} days old"),

@@ -1,8 +1,12 @@
-//! `pgbackup restore <NAME|latest> --target-url URL [--clean] [--jobs N]`.
+//! `pgbackup restore <NAME|latest> --target-url URL [--database DB]
+//! [--clean] [--jobs N]`, and `pgbackup restore latest --all --target-url
+//! postgres://host:port/` for a whole server.
 
 use crate::catalog;
 use crate::config::{Database, DumpConfig, EncryptionConfig, Format, StoreConfig, Vars};
 use crate::error::{ConfigError, Stage};
+use crate::naming;
+use crate::recover;
 use crate::restore::{self, RestoreOptions};
 
 #[derive(clap::Args, Debug)]
@@ -22,6 +26,15 @@ pub struct Args {
     /// and gives up the single transaction.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
+    /// One database of several (BACKUP_DATABASES): restore its backup.
+    #[arg(long, value_name = "DB", conflicts_with = "all")]
+    pub database: Option<String>,
+    /// A whole server: roles and tablespaces, then every database of the
+    /// newest run, each into a database of its own name on the target's
+    /// server (the URL's database is used only to connect). NAME must be
+    /// `latest`.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -29,10 +42,42 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let store = StoreConfig::read(&vars)?;
     let pg_bin_dir = DumpConfig::read_pg_bin_dir(&vars)?;
     let identity = EncryptionConfig::read(&vars)?.identity;
-    let wanted = catalog::wanted(&store.prefix, &a.name)?;
+    let prefix = match &a.database {
+        Some(db) => naming::database_prefix(&store.prefix, db),
+        None => store.prefix.clone(),
+    };
+    if a.all && a.name.trim() != "latest" {
+        return Err(ConfigError::new(
+            "--all",
+            "restores the newest run of every database: give `latest` as the name",
+        )
+        .into());
+    }
+    let wanted = catalog::wanted(&prefix, &a.name)?;
     let target = target_database(&a.target_url, std::env::var("PGPASSWORD").ok())?;
     let storage = super::open_storage(&store).await;
-    let backup = catalog::resolve(storage.as_ref(), &store.prefix, &wanted, Stage::Restore).await?;
+    if a.all {
+        let opts = RestoreOptions {
+            clean: a.clean,
+            jobs: a.jobs,
+            identity,
+            ..Default::default()
+        };
+        let on_signal = opts.cancel.clone();
+        tokio::spawn(async move {
+            super::shutdown_signal().await;
+            on_signal.cancel();
+        });
+        return restore_all(
+            pg_bin_dir.as_deref(),
+            storage.as_ref(),
+            &store.prefix,
+            &target,
+            &opts,
+        )
+        .await;
+    }
+    let backup = catalog::resolve(storage.as_ref(), &prefix, &wanted, Stage::Restore).await?;
     if a.jobs.unwrap_or(1) > 1 && backup.format != Format::Custom {
         return Err(ConfigError::new(
             "--jobs",
@@ -86,6 +131,79 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "not stored: unverified"
         }
     );
+    Ok(())
+}
+
+/// `--all`: the whole server, one line per database.
+async fn restore_all(
+    pg_bin_dir: Option<&std::path::Path>,
+    storage: &dyn crate::storage::ObjectStore,
+    base: &str,
+    target: &Database,
+    opts: &RestoreOptions,
+) -> anyhow::Result<()> {
+    let r = recover::restore_server(pg_bin_dir, storage, base, target, opts).await?;
+    println!("run of {}", r.run.format("%Y-%m-%d %H:%M:%S UTC"));
+    match &r.globals {
+        Some(g) => println!(
+            "globals   {}: {} role(s) created, {} already there and left as they were{}{}",
+            g.key,
+            g.created,
+            g.existing.len(),
+            if g.existing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", g.existing.join(", "))
+            },
+            if g.errors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} statement(s) failed: {}",
+                    g.errors.len(),
+                    g.errors.join(" | ")
+                )
+            }
+        ),
+        None => println!("globals   none stored in this run: roles must exist on the target"),
+    }
+    let mut failed = Vec::new();
+    for (name, res) in &r.databases {
+        match res {
+            Ok(d) => println!(
+                "database  {name:?}  restored {} into {:?} at {}{} in {:.1}s",
+                d.key,
+                d.database,
+                d.server,
+                if d.created { " (created)" } else { "" },
+                d.duration.as_secs_f64()
+            ),
+            Err(e) => {
+                println!("database  {name:?}  FAILED  {e}");
+                failed.push(name.clone());
+            }
+        }
+    }
+    for (name, key) in &r.not_in_run {
+        println!(
+            "database  {name:?}  not in this run (newest: {key}): failed in it or dropped before it; restore it alone with --database if it is wanted"
+        );
+    }
+    if opts.cancel.is_cancelled() {
+        anyhow::bail!("cancelled: restore stopped by a signal");
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "restore failed: {} of {} databases failed ({})",
+            failed.len(),
+            r.databases.len(),
+            failed
+                .iter()
+                .map(|d| format!("{d:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }
 

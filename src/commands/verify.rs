@@ -18,14 +18,27 @@ pub struct Args {
     /// BACKUP_DATABASE_URL's server, dropped afterwards).
     #[arg(long)]
     pub restore: bool,
+    /// One database of several (BACKUP_DATABASES).
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let vars = Vars::from_env()?;
-    let store = StoreConfig::read(&vars)?;
+    let mut store = StoreConfig::read(&vars)?;
+    if let Some(db) = &a.database {
+        store.prefix = crate::naming::database_prefix(&store.prefix, db);
+    }
     let wanted = catalog::wanted(&store.prefix, &a.name)?;
     // The drill's settings, checked before anything is fetched.
-    let drill = a.restore.then(|| DrillConfig::read(&vars)).transpose()?;
+    let mut drill = a.restore.then(|| DrillConfig::read(&vars)).transpose()?;
+    if let (Some(d), Some(db)) = (drill.as_mut(), &a.database) {
+        d.prefix = store.prefix.clone();
+        // The scratch database goes on the same server; the metrics and
+        // messages name this database, which it must not be.
+        d.source = d.source.take().map(|s| s.with_database(db));
+        d.verify.check_scratch(d.source.as_ref())?;
+    }
     let storage = super::open_storage(&store).await;
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
