@@ -8,6 +8,7 @@ mod batch;
 mod bundle;
 mod config_cli;
 mod daemon;
+mod databases;
 mod encryption;
 mod faults;
 mod imported;
