@@ -55,10 +55,11 @@ pub struct GlobalsReport {
     pub errors: Vec<String>,
 }
 
-/// The newest run's backups: its time, the globals and each database's.
-pub fn newest_run(
-    all: Vec<(Scope, Backup)>,
-) -> Option<(DateTime<Utc>, Option<Backup>, Vec<(String, Backup)>)> {
+/// A run of several databases: its time, its globals and each database's backup.
+pub type Run = (DateTime<Utc>, Option<Backup>, Vec<(String, Backup)>);
+
+/// The newest run's backups.
+pub fn newest_run(all: Vec<(Scope, Backup)>) -> Option<Run> {
     let run = all
         .iter()
         .filter(|(s, b)| *s != Scope::Single && !b.imported)
@@ -272,7 +273,7 @@ pub fn filter_globals(sql: &str, existing: &[String]) -> GlobalsPlan {
             .or_else(|| line.strip_prefix("ALTER ROLE ").map(|r| (false, r)));
         if let Some((create, rest)) = role {
             if let Some(name) = leading_ident(rest) {
-                if existing.iter().any(|e| *e == name) {
+                if existing.contains(&name) {
                     if create {
                         skipped.push(name);
                     }
