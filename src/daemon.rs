@@ -35,10 +35,10 @@ use crate::metrics::Metrics;
 use crate::notify::Notifications;
 use crate::storage::ObjectStore;
 use crate::verify::{self, DrillReport};
-use crate::{naming, pg, retention, schedule};
+use crate::{databases, naming, pg, retention, schedule};
 
-/// When a drill started, and how it ended.
-type DrillResult = (DateTime<Utc>, Result<DrillReport, JobError>);
+/// When the drills started, and how each database's ended.
+type DrillResults = (DateTime<Utc>, Vec<(String, Result<DrillReport, JobError>)>);
 
 /// Longest sleep between looks at the wall clock.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -50,16 +50,44 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9500);
 /// The start-up probe of the database and pg_dump.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// What one scheduled run did: one outcome per database (one, unless
+/// BACKUP_DATABASES), the globals' when they are on, and the databases
+/// found when several are backed up (None when they could not be found).
+#[derive(Debug)]
+pub struct Run {
+    pub databases: Vec<Outcome>,
+    pub globals: Option<Outcome>,
+    pub found: Option<Vec<String>>,
+}
+
+impl From<Outcome> for Run {
+    fn from(o: Outcome) -> Run {
+        Run {
+            databases: vec![o],
+            globals: None,
+            found: None,
+        }
+    }
+}
+
 /// The work the daemon schedules. The real one runs pg_dump and drills;
 /// tests pass one that writes to the memory store.
 #[async_trait]
 pub trait Runner: Send + Sync + 'static {
-    /// One backup to its end (or until `cancel`).
-    async fn backup(&self, cancel: CancellationToken) -> Outcome;
-    /// One restore drill of the newest backup.
-    async fn drill(&self, cancel: CancellationToken) -> Result<DrillReport, JobError>;
+    /// One run to its end (or until `cancel`).
+    async fn backup(&self, cancel: CancellationToken) -> Run;
+    /// Restore drills of the newest backup of each database.
+    async fn drill(
+        &self,
+        cancel: CancellationToken,
+    ) -> Vec<(String, Result<DrillReport, JobError>)>;
     /// pg_dump's version for `backup_build_info` ("unknown" if not found).
     async fn pg_dump_version(&self) -> String;
+    /// With several databases, those found at start-up, so that their
+    /// series exist before the first run; None otherwise.
+    async fn databases(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// pg_dump, the store and a scratch database: what `pgbackup run` does.
@@ -70,18 +98,74 @@ pub struct JobRunner {
 
 #[async_trait]
 impl Runner for JobRunner {
-    async fn backup(&self, cancel: CancellationToken) -> Outcome {
-        job::run(
-            &self.cfg,
-            self.store.as_ref(),
-            &cancel,
-            job::Priority::Background,
-        )
-        .await
+    async fn backup(&self, cancel: CancellationToken) -> Run {
+        let cfg = &self.cfg;
+        let priority = job::Priority::Background;
+        if !cfg.databases.is_multi() {
+            return job::run(cfg, self.store.as_ref(), &cancel, priority)
+                .await
+                .into();
+        }
+        let started = Utc::now();
+        match databases::run(cfg, self.store.as_ref(), &cancel, priority).await {
+            Ok(r) => Run {
+                found: Some(r.databases.iter().map(|o| o.database.clone()).collect()),
+                databases: r.databases,
+                globals: r.globals,
+            },
+            // Without the list of databases there is nothing to back up:
+            // one failure, under the database pgbackup connects to.
+            Err(e) => Outcome {
+                database: cfg.dump.database.name().to_string(),
+                started,
+                finished: Utc::now(),
+                duration: (Utc::now() - started).to_std().unwrap_or_default(),
+                result: Err(e),
+            }
+            .into(),
+        }
     }
 
-    async fn drill(&self, cancel: CancellationToken) -> Result<DrillReport, JobError> {
-        verify::drill_until(&self.cfg.drill(), self.store.as_ref(), "latest", &cancel).await
+    async fn drill(
+        &self,
+        cancel: CancellationToken,
+    ) -> Vec<(String, Result<DrillReport, JobError>)> {
+        let cfg = &self.cfg;
+        let base = cfg.drill();
+        if !cfg.databases.is_multi() {
+            let r = verify::drill_until(&base, self.store.as_ref(), "latest", &cancel).await;
+            return vec![(cfg.dump.database.name().to_string(), r)];
+        }
+        let names = match databases::discover(cfg).await {
+            Ok(n) => n,
+            Err(e) => return vec![(cfg.dump.database.name().to_string(), Err(e))],
+        };
+        let mut out = Vec::new();
+        for name in names {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let mut d = base.clone();
+            d.prefix = naming::database_prefix(&cfg.store.prefix, &name);
+            d.source = d.source.map(|s| s.with_database(&name));
+            let r = verify::drill_until(&d, self.store.as_ref(), "latest", &cancel).await;
+            out.push((name, r));
+        }
+        out
+    }
+
+    async fn databases(&self) -> Option<Vec<String>> {
+        if !self.cfg.databases.is_multi() {
+            return None;
+        }
+        match tokio::time::timeout(PROBE_TIMEOUT, databases::discover(&self.cfg)).await {
+            Ok(Ok(names)) => Some(names),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot list the server's databases at start-up");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     async fn pg_dump_version(&self) -> String {
@@ -153,6 +237,9 @@ pub struct Daemon {
     tasks: TaskTracker,
     /// Held by each retention pass: passes queue, never overlap.
     retention_turn: Arc<tokio::sync::Mutex<()>>,
+    /// The databases whose series are exported: the one database, or with
+    /// several, those found so far (a dropped one leaves after a run).
+    known: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Daemon {
@@ -163,9 +250,19 @@ impl Daemon {
         runner: Arc<dyn Runner>,
         notifications: Notifications,
     ) -> Daemon {
-        let metrics = Metrics::new(cfg.dump.database.name(), "unknown");
+        let mut known = std::collections::BTreeSet::new();
+        let metrics = if cfg.databases.is_multi() {
+            Metrics::without_series("unknown")
+        } else {
+            known.insert(cfg.dump.database.name().to_string());
+            Metrics::new(cfg.dump.database.name(), "unknown")
+        };
         let state = Arc::new(AppState {
-            database: cfg.dump.database.name().to_string(),
+            database: if cfg.databases.is_multi() {
+                "(several: BACKUP_DATABASES)".to_string()
+            } else {
+                cfg.dump.database.name().to_string()
+            },
             metrics: metrics.clone(),
             status: Mutex::new(Status {
                 starting: true,
@@ -185,6 +282,41 @@ impl Daemon {
             notifications,
             tasks: TaskTracker::new(),
             retention_turn: Arc::default(),
+            known: Mutex::new(known),
+        }
+    }
+
+    /// Database `name`'s view of the metrics, its series exported from now.
+    fn view(&self, name: &str) -> Metrics {
+        self.known.lock().expect("known").insert(name.to_string());
+        self.metrics.for_database(name)
+    }
+
+    /// Every exported database's view.
+    fn views(&self) -> Vec<Metrics> {
+        let known = self.known.lock().expect("known");
+        known.iter().map(|d| self.metrics.for_database(d)).collect()
+    }
+
+    /// Stops exporting databases a run no longer found (dropped ones).
+    fn keep_only(&self, found: &[String]) {
+        let mut known = self.known.lock().expect("known");
+        known.retain(|d| {
+            let keep = found.contains(d);
+            if !keep {
+                tracing::info!(database = %d, "database no longer found: its series are no longer exported");
+                self.metrics.for_database(d).forget();
+            }
+            keep
+        });
+    }
+
+    /// Where database `name`'s backups live.
+    fn prefix_of(&self, name: &str) -> String {
+        if self.cfg.databases.is_multi() {
+            naming::database_prefix(&self.cfg.store.prefix, name)
+        } else {
+            self.cfg.store.prefix.clone()
         }
     }
 
@@ -222,6 +354,11 @@ impl Daemon {
     async fn start_up(&self) {
         let version = self.runner.pg_dump_version().await;
         self.metrics.set_pg_dump_version(&version);
+        if let Some(names) = self.runner.databases().await {
+            for n in names {
+                self.view(&n);
+            }
+        }
         self.seed_from_storage().await;
         self.state.status.lock().expect("status").starting = false;
     }
@@ -230,7 +367,7 @@ impl Daemon {
     async fn schedule(&self, shutdown: impl Future<Output = ()>) -> tokio::time::Instant {
         let cfg = &self.cfg;
         let stop = CancellationToken::new();
-        let mut running: Option<JoinHandle<Outcome>> = None;
+        let mut running: Option<JoinHandle<Run>> = None;
         if cfg.schedule.run_on_startup {
             running = Some(self.start_job(&stop));
         }
@@ -240,7 +377,7 @@ impl Daemon {
         // Restore drills on their own schedule (off unless configured).
         let drill_sched = cfg.schedule.verify_cron.as_ref().map(|c| c.schedule());
         let mut next_drill = drill_sched.and_then(|s| schedule::next_after(s, self.clock.now()));
-        let mut drill: Option<JoinHandle<DrillResult>> = None;
+        let mut drill: Option<JoinHandle<DrillResults>> = None;
         tokio::pin!(shutdown);
 
         loop {
@@ -260,7 +397,7 @@ impl Daemon {
                     }
                     if schedule::is_due(next, now) {
                         if running.is_some() {
-                            self.metrics.count_skipped();
+                            self.views().iter().for_each(Metrics::count_skipped);
                             tracing::warn!(database = %cfg.dump.database.name(), "scheduled run skipped: the previous backup is still running");
                         } else {
                             running = Some(self.start_job(&stop));
@@ -304,7 +441,7 @@ impl Daemon {
         deadline
     }
 
-    fn start_drill(&self, stop: &CancellationToken) -> JoinHandle<DrillResult> {
+    fn start_drill(&self, stop: &CancellationToken) -> JoinHandle<DrillResults> {
         let (runner, cancel, clock) = (self.runner.clone(), stop.child_token(), self.clock.clone());
         let db = self.cfg.dump.database.name().to_string();
         tokio::spawn(async move {
@@ -314,9 +451,11 @@ impl Daemon {
         })
     }
 
-    fn start_job(&self, stop: &CancellationToken) -> JoinHandle<Outcome> {
+    fn start_job(&self, stop: &CancellationToken) -> JoinHandle<Run> {
         let (runner, cancel) = (self.runner.clone(), stop.child_token());
-        self.metrics.set_in_progress(true);
+        for v in self.views() {
+            v.set_in_progress(true);
+        }
         self.state.status.lock().expect("status").in_progress = true;
         let db = self.cfg.dump.database.name().to_string();
         tokio::spawn(async move {
@@ -325,50 +464,82 @@ impl Daemon {
         })
     }
 
-    /// After each attempt: record it, then retention (after a success) and
-    /// notifications as tracked tasks that never delay the schedule.
-    fn after_job(&self, o: Outcome, next: Option<DateTime<Utc>>) {
+    /// After each run: record each database's attempt, then its retention
+    /// (after its own success) and notifications as tracked tasks that
+    /// never delay the schedule.
+    fn after_job(&self, run: Run, next: Option<DateTime<Utc>>) {
         let previous_ok = self.state.status.lock().expect("status").last_attempt_ok;
-        record(&o, &self.metrics, &self.state, next);
-        if let Ok(report) = &o.result {
-            let (cfg, store, metrics, key, turn, clock) = (
-                self.cfg.clone(),
-                self.store.clone(),
-                self.metrics.clone(),
-                report.key.clone(),
-                self.retention_turn.clone(),
-                self.clock.clone(),
-            );
-            self.tasks.spawn(async move {
-                let _turn = turn.lock().await;
-                let pass = retention::after_backup(
-                    &cfg.store.prefix,
-                    &cfg.retention,
-                    store.as_ref(),
-                    &key,
-                    clock.now(),
-                )
-                .await;
-                match pass {
-                    Ok(r) => {
-                        metrics.add_retention_deleted(r.deleted.len() as u64);
-                        metrics.set_stored(r.stored_objects, r.stored_bytes);
-                    }
-                    // Logged by retention itself; the backup stays a success.
-                    Err(_) => metrics.count_failure(Stage::Retention),
+        if let Some(found) = &run.found {
+            self.keep_only(found);
+        }
+        let several = run.databases.len() > 1;
+        let all_ok = run.databases.iter().all(|o| o.result.is_ok());
+        for o in run.databases {
+            let view = self.view(&o.database);
+            record(&o, &view, &self.state, next);
+            if let Ok(report) = &o.result {
+                self.spawn_retention(
+                    self.prefix_of(&o.database),
+                    report.key.clone(),
+                    Some(view.clone()),
+                );
+            }
+            // A backup stopped by our own shutdown is not news to anyone.
+            if !matches!(&o.result, Err(e) if e.is_cancelled()) {
+                self.notify(o, previous_ok, next, view);
+            }
+        }
+        if let Some(g) = run.globals {
+            self.metrics.record_globals(&g);
+            if let Ok(report) = &g.result {
+                let prefix = naming::globals_prefix(&self.cfg.store.prefix);
+                self.spawn_retention(prefix, report.key.clone(), None);
+            }
+        }
+        if several {
+            // /health speaks for the whole run.
+            let mut st = self.state.status.lock().expect("status");
+            if st.last_attempt_ok.is_some() {
+                st.last_attempt_ok = Some(all_ok);
+            }
+        }
+    }
+
+    /// One retention pass of `prefix` after `key` was stored, queued behind
+    /// any other pass; its counts go to `view` (none for the globals).
+    fn spawn_retention(&self, prefix: String, key: String, view: Option<Metrics>) {
+        let (cfg, store, turn, clock) = (
+            self.cfg.clone(),
+            self.store.clone(),
+            self.retention_turn.clone(),
+            self.clock.clone(),
+        );
+        self.tasks.spawn(async move {
+            let _turn = turn.lock().await;
+            let pass =
+                retention::after_backup(&prefix, &cfg.retention, store.as_ref(), &key, clock.now())
+                    .await;
+            match (pass, view) {
+                (Ok(r), Some(m)) => {
+                    m.add_retention_deleted(r.deleted.len() as u64);
+                    m.set_stored(r.stored_objects, r.stored_bytes);
                 }
-            });
-        }
-        // A backup stopped by our own shutdown is not news to anyone.
-        if matches!(&o.result, Err(e) if e.is_cancelled()) {
-            return;
-        }
-        self.notify(o, previous_ok, next);
+                // Logged by retention itself; the backup stays a success.
+                (Err(_), Some(m)) => m.count_failure(Stage::Retention),
+                (_, None) => {}
+            }
+        });
     }
 
     /// Sends what the outcome calls for on a tracked task, and counts the delivery.
-    fn notify(&self, o: Outcome, previous_ok: Option<bool>, next: Option<DateTime<Utc>>) {
-        let (notifications, metrics) = (self.notifications.clone(), self.metrics.clone());
+    fn notify(
+        &self,
+        o: Outcome,
+        previous_ok: Option<bool>,
+        next: Option<DateTime<Utc>>,
+        metrics: Metrics,
+    ) {
+        let notifications = self.notifications.clone();
         self.tasks.spawn(async move {
             if let Some(d) = notifications.after_attempt(&o, previous_ok, next).await {
                 metrics.count_delivery(matches!(d, crate::notify::Delivery::Delivered));
@@ -381,13 +552,25 @@ impl Daemon {
     fn after_drill(
         &self,
         started: DateTime<Utc>,
+        results: Vec<(String, Result<DrillReport, JobError>)>,
+        next: Option<DateTime<Utc>>,
+    ) {
+        for (db, result) in results {
+            self.after_one_drill(started, &db, result, next);
+        }
+    }
+
+    fn after_one_drill(
+        &self,
+        started: DateTime<Utc>,
+        db: &str,
         result: Result<DrillReport, JobError>,
         next: Option<DateTime<Utc>>,
     ) {
-        let db = self.cfg.dump.database.name();
+        let view = self.view(db);
         match result {
             Ok(r) => {
-                self.metrics.set_verified(self.clock.now());
+                view.set_verified(self.clock.now());
                 tracing::info!(
                     database = %db,
                     object = %r.key,
@@ -398,7 +581,7 @@ impl Daemon {
             }
             Err(e) if e.is_cancelled() => {}
             Err(e) => {
-                self.metrics.count_failure(Stage::Verify);
+                view.count_failure(Stage::Verify);
                 tracing::error!(database = %db, error = %e.message, "restore drill failed");
                 let now = self.clock.now();
                 let o = Outcome {
@@ -408,19 +591,24 @@ impl Daemon {
                     duration: (now - started).to_std().unwrap_or_default(),
                     result: Err(e.at(Stage::Verify)),
                 };
-                self.notify(o, None, next);
+                self.notify(o, None, next, view);
             }
         }
     }
 
     fn publish_next(&self, next: Option<DateTime<Utc>>) {
-        self.metrics.set_next_run(next);
+        for v in self.views() {
+            v.set_next_run(next);
+        }
         self.state.status.lock().expect("status").next_run = next;
     }
 
     /// After a restart, the newest backup in storage is the last success:
     /// the metrics should not claim that no backup ever succeeded.
     async fn seed_from_storage(&self) {
+        if self.cfg.databases.is_multi() {
+            return self.seed_several().await;
+        }
         let prefix = &self.cfg.store.prefix;
         match self.store.list(prefix).await {
             Ok(objects) => {
@@ -436,6 +624,47 @@ impl Daemon {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot list existing backups at start-up"),
+        }
+    }
+}
+
+impl Daemon {
+    /// [`Daemon::seed_from_storage`] with several databases: each found
+    /// database's newest backup and count, and the globals'.
+    async fn seed_several(&self) {
+        let all = match crate::catalog::list_all(
+            self.store.as_ref(),
+            &self.cfg.store.prefix,
+            Stage::Upload,
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!(error = %e, "cannot list existing backups at start-up"),
+        };
+        let known: Vec<String> = self.known.lock().expect("known").iter().cloned().collect();
+        let mut oldest_newest: Option<DateTime<Utc>> = None;
+        for db in &known {
+            let mine: Vec<_> = all
+                .iter()
+                .filter(|(s, _)| matches!(s, crate::catalog::Scope::Database(d) if d == db))
+                .map(|(_, b)| b)
+                .collect();
+            let view = self.metrics.for_database(db);
+            view.set_stored(mine.len() as u64, mine.iter().map(|b| b.size).sum());
+            if let Some(newest) = mine.first() {
+                view.seed_last_success(newest.time);
+                oldest_newest = Some(oldest_newest.map_or(newest.time, |t| t.min(newest.time)));
+            }
+        }
+        if let Some((_, g)) = all
+            .iter()
+            .find(|(s, _)| *s == crate::catalog::Scope::Globals)
+        {
+            self.metrics.seed_globals(g.time);
+        }
+        if let Some(t) = oldest_newest {
+            self.state.status.lock().expect("status").last_success = Some(t);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! time in its name, which is how `restore --all` finds a run's databases.
 
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
+use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Format, Globals, Selection};
@@ -123,15 +123,20 @@ pub async fn run(
         at: Some(at),
     };
     let configs: Vec<Config> = names.iter().map(|n| database_config(cfg, n)).collect();
-    let mut done: Vec<(usize, Outcome)> = stream::iter(configs.iter().enumerate())
-        .map(|(i, c)| async move { (i, job::run_spec(c, storage, cancel, priority, spec).await) })
-        .buffer_unordered(cfg.databases.parallel)
-        .collect()
-        .await;
-    done.sort_by_key(|(i, _)| *i);
+    // A fair semaphore: dumps start in the order found, at most
+    // BACKUP_PARALLEL at once.
+    let slots = tokio::sync::Semaphore::new(cfg.databases.parallel);
+    let mut dumps = Vec::with_capacity(configs.len());
+    for c in &configs {
+        let slots = &slots;
+        dumps.push(async move {
+            let _slot = slots.acquire().await;
+            job::run_spec(c, storage, cancel, priority, spec).await
+        });
+    }
     Ok(RunReport {
         at,
-        databases: done.into_iter().map(|(_, o)| o).collect(),
+        databases: join_all(dumps).await,
         globals,
     })
 }

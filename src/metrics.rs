@@ -230,6 +230,14 @@ impl Metrics {
         m
     }
 
+    /// The registry with no database's series yet (several databases: each
+    /// gets its series when it is first found, [`Metrics::for_database`]).
+    pub fn without_series(pg_dump_version: &str) -> Metrics {
+        let m = Metrics::new("", pg_dump_version);
+        m.forget();
+        m
+    }
+
     /// Exports every series of this database, at 0 until something happens.
     fn init_series(&self) {
         let db = &self.db;

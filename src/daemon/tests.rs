@@ -46,11 +46,15 @@ struct FakeRunner {
     drills: AtomicUsize,
     running: AtomicUsize,
     max_running: AtomicUsize,
+    /// Several databases (BACKUP_DATABASES): the ones found; None: one.
+    several: std::sync::Mutex<Option<Vec<String>>>,
+    /// Databases whose backups fail.
+    failing: std::sync::Mutex<Vec<String>>,
 }
 
 #[async_trait]
 impl Runner for FakeRunner {
-    async fn backup(&self, cancel: CancellationToken) -> Outcome {
+    async fn backup(&self, cancel: CancellationToken) -> Run {
         let started = self.clock.now();
         self.backups.fetch_add(1, Ordering::SeqCst);
         let now_running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
@@ -61,46 +65,72 @@ impl Runner for FakeRunner {
         };
         self.running.fetch_sub(1, Ordering::SeqCst);
         let finished = self.clock.now();
-        let result = if stopped {
-            Err(JobError::cancelled(
-                Stage::Dump,
-                "backup stopped by shutdown",
-            ))
-        } else if self.fail.load(Ordering::SeqCst) {
-            Err(JobError::permanent(
-                Stage::Dump,
-                "pg_dump exited with status 1",
-            ))
-        } else {
-            self.finished.fetch_add(1, Ordering::SeqCst);
-            let key = naming::object_name(PREFIX, started, Format::Custom, Compression::DEFAULT);
-            self.store
-                .insert(&key, vec![1u8; 100], ObjectMeta::default(), finished);
-            Ok(BackupReport {
-                key,
-                dump_bytes: 300,
-                stored_bytes: 100,
-                sha256: String::new(),
-                server_version: "15.0".into(),
-                pg_dump_version: "pg_dump (PostgreSQL) 15.0".into(),
-            })
-        };
-        Outcome {
-            database: "app".into(),
-            started,
-            finished,
-            duration: (finished - started).to_std().unwrap_or_default(),
-            result,
+        let several = self.several.lock().unwrap().clone();
+        let dbs = several.clone().unwrap_or_else(|| vec!["app".to_string()]);
+        let failing = self.failing.lock().unwrap().clone();
+        let mut outcomes = Vec::new();
+        for db in &dbs {
+            let result = if stopped {
+                Err(JobError::cancelled(
+                    Stage::Dump,
+                    "backup stopped by shutdown",
+                ))
+            } else if self.fail.load(Ordering::SeqCst) || failing.contains(db) {
+                Err(JobError::permanent(
+                    Stage::Dump,
+                    "pg_dump exited with status 1",
+                ))
+            } else {
+                self.finished.fetch_add(1, Ordering::SeqCst);
+                let prefix = match &several {
+                    Some(_) => naming::database_prefix(PREFIX, db),
+                    None => PREFIX.to_string(),
+                };
+                let key =
+                    naming::object_name(&prefix, started, Format::Custom, Compression::DEFAULT);
+                self.store
+                    .insert(&key, vec![1u8; 100], ObjectMeta::default(), finished);
+                Ok(BackupReport {
+                    key,
+                    dump_bytes: 300,
+                    stored_bytes: 100,
+                    sha256: String::new(),
+                    server_version: "15.0".into(),
+                    pg_dump_version: "pg_dump (PostgreSQL) 15.0".into(),
+                })
+            };
+            outcomes.push(Outcome {
+                database: db.clone(),
+                started,
+                finished,
+                duration: (finished - started).to_std().unwrap_or_default(),
+                result,
+            });
+        }
+        Run {
+            databases: outcomes,
+            globals: None,
+            found: several,
         }
     }
 
-    async fn drill(&self, _cancel: CancellationToken) -> Result<DrillReport, JobError> {
+    async fn databases(&self) -> Option<Vec<String>> {
+        self.several.lock().unwrap().clone()
+    }
+
+    async fn drill(
+        &self,
+        _cancel: CancellationToken,
+    ) -> Vec<(String, Result<DrillReport, JobError>)> {
         self.drills.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(5)).await;
-        Err(JobError::permanent(
-            Stage::Restore,
-            "table sales.orders is empty",
-        ))
+        vec![(
+            "app".into(),
+            Err(JobError::permanent(
+                Stage::Restore,
+                "table sales.orders is empty",
+            )),
+        )]
     }
 
     async fn pg_dump_version(&self) -> String {
@@ -136,6 +166,8 @@ fn setup_with(base: &str, extra: &[(&str, &str)], tune: impl FnOnce(&mut FakeRun
         drills: AtomicUsize::new(0),
         running: AtomicUsize::new(0),
         max_running: AtomicUsize::new(0),
+        several: Default::default(),
+        failing: Default::default(),
     };
     tune(&mut runner);
     let runner = Arc::new(runner);
@@ -438,4 +470,53 @@ async fn retention_passes_never_overlap() {
     assert!(s.runner.finished.load(Ordering::SeqCst) >= 5);
     assert!(s.store.calls(Op::List) >= 2, "passes ran");
     assert_eq!(s.store.max_in_flight(Op::List), 1, "one pass at a time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_databases_each_have_series_and_a_dropped_one_leaves() {
+    let s = setup_with(
+        "2026-01-25T02:59:30Z",
+        &[
+            ("BACKUP_CRON_SCHEDULE", "0 3 * * *"),
+            ("BACKUP_DATABASES", "all"),
+        ],
+        |r| {
+            *r.several.lock().unwrap() = Some(vec!["app".into(), "shop".into()]);
+            *r.failing.lock().unwrap() = vec!["shop".into()];
+        },
+    );
+    // Before any run: both found at start-up, both exported.
+    s.run_for(Duration::from_secs(20)).await;
+    for db in ["app", "shop"] {
+        assert_eq!(
+            s.metric(&format!("backup_attempts_total{{database=\"{db}\"}}")),
+            0.0
+        );
+    }
+    s.run_for(Duration::from_secs(120)).await;
+    assert_eq!(s.metric("backup_last_status{database=\"app\"}"), 1.0);
+    assert_eq!(s.metric("backup_last_status{database=\"shop\"}"), 0.0);
+    assert_eq!(
+        s.metric("backup_failures_total{database=\"shop\",stage=\"dump\"}"),
+        1.0
+    );
+    assert_eq!(
+        s.metric("backup_failures_total{database=\"app\",stage=\"dump\"}"),
+        0.0
+    );
+    // Each database's backup under its own prefix; one failing fails /health.
+    let keys = s.store.inner().keys();
+    assert!(keys
+        .iter()
+        .any(|k| k.starts_with("backup_db/app/2026-01-25_03-00-00")));
+    assert!(!keys.iter().any(|k| k.starts_with("backup_db/shop/")));
+    assert!(!s.health().0);
+
+    // `shop` is dropped: after the next run its series are gone.
+    *s.runner.several.lock().unwrap() = Some(vec!["app".into()]);
+    s.run_for(Duration::from_secs(24 * 3600)).await;
+    let text = s.daemon.metrics().encode();
+    assert!(!text.contains("database=\"shop\""), "{text}");
+    assert_eq!(s.metric("backup_attempts_total{database=\"app\"}"), 2.0);
+    assert!(s.health().0);
 }
