@@ -8,14 +8,6 @@ use std::time::Duration;
 use crate::harness::*;
 
 const PUSHGATEWAY: &str = "/usr/bin/prometheus-pushgateway";
-const PROMETHEUS: &str = "/usr/bin/prometheus";
-
-fn need(bin: &str) {
-    assert!(
-        Path::new(bin).exists(),
-        "{bin} is missing: run scripts/setup (Debian's prometheus and prometheus-pushgateway)"
-    );
-}
 
 /// A Pushgateway on a free loopback port; its pid and address.
 fn pushgateway() -> (u32, String) {
@@ -32,55 +24,9 @@ fn pushgateway() -> (u32, String) {
 
 /// A Prometheus scraping the Pushgateway every second, as the README says.
 fn prometheus_scraping(pushgateway: &str) -> String {
-    need(PROMETHEUS);
-    let dir = temp_dir("batch-prom");
-    let addr = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: pushgateway\n    honor_labels: true\n\
-             \x20   static_configs:\n      - targets: ['{pushgateway}']\n"
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(PROMETHEUS);
-    cmd.arg(format!(
-        "--config.file={}",
-        dir.join("prometheus.yml").display()
+    prometheus_with(&format!(
+        "  - job_name: pushgateway\n    honor_labels: true\n    static_configs:\n      - targets: ['{pushgateway}']\n"
     ))
-    .arg(format!(
-        "--storage.tsdb.path={}",
-        dir.join("data").display()
-    ))
-    .arg(format!("--web.listen-address={addr}"))
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
-    spawn_service(cmd, libc::SIGTERM);
-    wait_http(&addr, "/-/ready");
-    addr
-}
-
-/// The value of `query` in Prometheus, once it has one.
-fn prom_value(addr: &str, query: &str) -> f64 {
-    let path = format!(
-        "/api/v1/query?query={}",
-        percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)
-    );
-    let mut value = None;
-    eventually(
-        &format!("Prometheus to have {query}"),
-        Duration::from_secs(30),
-        || {
-            let (code, body) = http_get(addr, &path);
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            value = (code == 200)
-                .then(|| v["data"]["result"][0]["value"][1].as_str()?.parse().ok())
-                .flatten();
-            value.is_some()
-        },
-    );
-    value.unwrap()
 }
 
 fn env_for(db: &str, dir: &Path, extra: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -3,6 +3,8 @@
 //! with its source, a failing database alone, globals with owners on a
 //! fresh cluster, and the whole server back with one command.
 
+use std::time::Duration;
+
 use crate::harness::*;
 
 /// Databases with names that need care in object keys and URLs.
@@ -383,4 +385,62 @@ fn bad_database_settings_exit_2() {
         assert_eq!(run.code, 2, "{pairs:?}: {}", run.all());
         assert!(run.stderr.contains(var), "{pairs:?}: {}", run.stderr);
     }
+}
+
+#[test]
+fn the_daemon_exports_each_database_and_prometheus_scrapes_them() {
+    let pg = Postgres::start_dedicated();
+    for n in ["first", "second"] {
+        pg.create_db(n);
+        load_fixture(&pg, n, 100);
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dir = temp_dir("multi-daemon");
+    let mut e = vars(&[
+        (
+            "BACKUP_DATABASE_URL",
+            &url_of(&pg, &superuser(&pg), "postgres"),
+        ),
+        ("BACKUP_LOCAL_DIR", dir.to_str().unwrap()),
+        ("BACKUP_DATABASES", "first,second,missing"),
+        ("BACKUP_LISTEN_ADDRESS", &addr),
+        ("RUN_ON_STARTUP", "true"),
+    ]);
+    e.extend(vars(&[("BACKUP_CRON_SCHEDULE", "0 3 * * *")]));
+    let mut cmd = pgbackup_cmd(&["run"], &e);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _daemon = Guard::spawn(&mut cmd);
+    wait_http(&addr, "/healthz");
+    let prom = prometheus_with(&format!(
+        "  - job_name: backup\n    static_configs:\n      - targets: ['{addr}']\n"
+    ));
+    eventually(
+        "the run of three databases",
+        Duration::from_secs(60),
+        || {
+            let text = http_get(&addr, "/metrics").1;
+            ["first", "second", "missing"].iter().all(|d| {
+                metric(&text, &format!("backup_attempts_total{{database=\"{d}\"}}")) == Some(1.0)
+            })
+        },
+    );
+    assert_eq!(
+        prom_value(&prom, "backup_last_status{database=\"first\"} == 1"),
+        1.0
+    );
+    assert_eq!(
+        prom_value(&prom, "backup_last_status{database=\"second\"} == 1"),
+        1.0
+    );
+    assert_eq!(
+        prom_value(&prom, "backup_failures_total{database=\"missing\",stage=\"connect\"} > 0 or backup_failures_total{database=\"missing\",stage=\"version\"} > 0"),
+        1.0
+    );
+    assert_eq!(
+        prom_value(&prom, "count(backup_last_status{job=\"backup\"})"),
+        3.0
+    );
+    assert_eq!(prom_value(&prom, "backup_globals_last_status"), 1.0);
+    assert!(prom_value(&prom, "backup_globals_last_success_timestamp_seconds") > 0.0);
 }

@@ -13,7 +13,8 @@
 //! - `postgres`: the PostgreSQL clusters and the standard client tools;
 //! - `garage`: the S3 store and an independent S3 client;
 //! - `http`: an HTTP client for the daemon's endpoints, metrics text;
-//! - `cli`: running pgbackup, and the command-line tools beside it.
+//! - `cli`: running pgbackup, and the command-line tools beside it;
+//! - `prometheus`: Debian's Prometheus with a test's scrape configuration.
 //!
 //! Everything is re-exported here: tests `use crate::harness::*`.
 
@@ -27,12 +28,14 @@ mod garage;
 mod http;
 mod postgres;
 mod process;
+mod prometheus;
 
 pub use cli::*;
 pub use garage::*;
 pub use http::*;
 pub use postgres::*;
 pub use process::*;
+pub use prometheus::*;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
