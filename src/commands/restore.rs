@@ -1,4 +1,4 @@
-//! `pgbackup restore <NAME|latest> --target-url URL [--clean] [--jobs N]`.
+//! `pgbackup restore <NAME|latest> --target-url URL [--clean] [--jobs N] [--no-owner]`.
 
 use crate::catalog;
 use crate::config::{Database, DumpConfig, EncryptionConfig, Format, StoreConfig, Vars};
@@ -22,6 +22,11 @@ pub struct Args {
     /// and gives up the single transaction.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,
+    /// Restore without the backup's owners (pg_restore --no-owner): every
+    /// object belongs to the restoring role, so the target needs none of
+    /// the original roles. Custom format only; refused for plain dumps.
+    #[arg(long)]
+    pub no_owner: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -44,9 +49,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         )
         .into());
     }
+    if a.no_owner && backup.format == Format::Plain {
+        return Err(ConfigError::new("--no-owner", restore::no_owner_plain(&backup.key)).into());
+    }
     let opts = RestoreOptions {
         clean: a.clean,
         jobs: a.jobs,
+        no_owner: a.no_owner,
         identity,
         ..Default::default()
     };
