@@ -30,7 +30,7 @@ fn pushgateway() -> (u32, String) {
     (pid, addr)
 }
 
-/// A Prometheus scraping the Pushgateway every second, as the README says.
+/// A Prometheus scraping the Pushgateway every second, as docs/monitoring.md says.
 fn prometheus_scraping(pushgateway: &str) -> String {
     need(PROMETHEUS);
     let dir = temp_dir("batch-prom");
