@@ -92,7 +92,7 @@ USER 10001:10001
 WORKDIR /var/lib/pgbackup
 EXPOSE 9854
 # GET /healthz on this host, with TLS and credentials when
-# BACKUP_WEB_CONFIG_FILE asks for them (README.md, docs/security.md).
+# BACKUP_WEB_CONFIG_FILE asks for them (docs/security.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
   CMD ["pgbackup", "healthcheck"]
 ENTRYPOINT ["pgbackup"]

@@ -10,7 +10,7 @@
 //!
 //! Names are the Railway `postgres-s3-backups` template's (so switching is a
 //! change of image), plus the docker-compose `POSTGRES_*` names as a fallback.
-//! Defaults live in [`DEFAULTS`]; a test holds README.md's tables to it.
+//! Defaults live in [`DEFAULTS`]; a test holds docs/configuration.md's table to it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -122,8 +122,8 @@ pub const SECRETS: &[(&str, &str)] = &[
 
 /// The value a variable takes when it is unset or empty, parsed by the same
 /// code as a value the user gives. Variables without an entry have no single
-/// default (required, optional, or derived from another one). README.md's
-/// tables show the same values; a unit test compares the two.
+/// default (required, optional, or derived from another one).
+/// docs/configuration.md shows the same values; a unit test compares the two.
 pub const DEFAULTS: &[(&str, &str)] = &[
     ("POSTGRES_PORT", "5432"),
     ("POSTGRES_USER", "postgres"),
@@ -1917,13 +1917,13 @@ mod tests {
         );
     }
 
-    /// The rows of README.md's `| variable | default | meaning |` tables:
-    /// the variables named in the first cell, and the default cell.
-    fn readme_rows() -> Vec<(Vec<String>, String)> {
-        let readme = include_str!("../README.md");
+    /// The rows of docs/configuration.md's `| variable | default | ... |`
+    /// table: the variables named in the first cell, and the default cell.
+    fn documented_rows() -> Vec<(Vec<String>, String)> {
+        let doc = include_str!("../docs/configuration.md");
         let mut rows = Vec::new();
         let mut in_table = false;
-        for line in readme.lines().map(str::trim) {
+        for line in doc.lines().map(str::trim) {
             if !line.starts_with('|') {
                 in_table = false;
                 continue;
@@ -1947,31 +1947,44 @@ mod tests {
         rows
     }
 
+    /// docs/configuration.md has a row for every variable pgbackup reads,
+    /// and its defaults are the code's: they cannot drift apart.
     #[test]
-    fn defaults_match_the_readme() {
-        let rows = readme_rows();
-        assert!(rows.len() > 20, "README.md's variable tables not found");
+    fn defaults_match_the_docs() {
+        let rows = documented_rows();
+        assert!(
+            rows.len() > 20,
+            "docs/configuration.md's variable table not found"
+        );
+        let named = |var: &str| rows.iter().any(|(names, _)| names.iter().any(|n| n == var));
+        for var in VARIABLES.iter().chain(&[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "BACKUP_LOG_FORMAT",
+        ]) {
+            assert!(named(var), "docs/configuration.md has no row for {var}");
+        }
         for (var, value) in DEFAULTS {
             let documented: Vec<_> = rows
                 .iter()
                 .filter(|(names, _)| names.iter().any(|n| n == var))
                 .collect();
-            assert!(
-                !documented.is_empty(),
-                "README.md documents no default for {var}"
-            );
             for (names, cell) in documented {
                 if names.len() == 1 {
-                    assert_eq!(cell, &format!("`{value}`"), "README.md's default for {var}");
+                    assert_eq!(
+                        cell,
+                        &format!("`{value}`"),
+                        "docs/configuration.md's default for {var}"
+                    );
                 } else {
                     assert!(
                         cell.contains(value),
-                        "README.md's default for {var}: {cell}"
+                        "docs/configuration.md's default for {var}: {cell}"
                     );
                 }
             }
         }
-        // A literal default in README.md is one the code has.
+        // A literal default in the docs is one the code has.
         for (names, cell) in &rows {
             if let [name] = names.as_slice() {
                 let literal = cell.len() > 2 && cell.starts_with('`') && cell.ends_with('`');
@@ -1979,7 +1992,7 @@ mod tests {
                     assert_eq!(
                         default_of(name).map(|d| format!("`{d}`")).as_deref(),
                         Some(cell.as_str()),
-                        "README.md gives {name} a default the code does not have"
+                        "docs/configuration.md gives {name} a default the code does not have"
                     );
                 }
             }
@@ -1987,7 +2000,7 @@ mod tests {
         let level = rows
             .iter()
             .find(|(n, _)| n == &["BACKUP_COMPRESSION_LEVEL"])
-            .expect("BACKUP_COMPRESSION_LEVEL in README.md");
+            .expect("BACKUP_COMPRESSION_LEVEL in docs/configuration.md");
         assert_eq!(
             level.1,
             format!("zstd {ZSTD_DEFAULT_LEVEL}, gzip {GZIP_DEFAULT_LEVEL}")

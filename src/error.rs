@@ -238,4 +238,31 @@ mod tests {
         let e = JobError::storage(Stage::Upload, StoreError::credentials("no credentials"));
         assert_eq!((e.stage, e.kind), (Stage::Credentials, Kind::Config));
     }
+
+    /// docs/troubleshooting.md has a row for every `<stage> failed` line
+    /// the code can print: each stage, and the commands' own lines.
+    #[test]
+    fn every_error_line_has_a_troubleshooting_row() {
+        let doc = include_str!("../docs/troubleshooting.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with('|')).collect();
+        let own = ["list", "presign", "storage check"];
+        for stage in Stage::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(own.iter().copied())
+        {
+            let line = format!("`error: {stage} failed:");
+            assert!(
+                rows.iter().any(|r| r.contains(&line)),
+                "docs/troubleshooting.md has no row for {line}`"
+            );
+        }
+        for line in [
+            "`error: invalid ",
+            "`error: cancelled: ",
+            "`error: cannot listen on ",
+        ] {
+            assert!(rows.iter().any(|r| r.contains(line)), "no row for {line}");
+        }
+    }
 }

@@ -154,7 +154,7 @@ impl Event {
     }
 
     /// The plain JSON document of BACKUP_WEBHOOK_FORMAT=json (documented in
-    /// README.md, Notifications; version 1, fields only added).
+    /// docs/notifications.md; version 1, fields only added).
     pub fn to_json(&self) -> Value {
         json!({
             "version": 1,

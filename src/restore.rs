@@ -103,6 +103,10 @@ pub struct RestoreOptions {
     pub clean: bool,
     /// pg_restore's parallel jobs; `None` or 1 streams in one transaction.
     pub jobs: Option<u32>,
+    /// `pg_restore --no-owner`: the restoring role owns every object, so a
+    /// target without the backup's roles still restores. Custom and tar
+    /// archives only: a plain dump's owners are in its SQL.
+    pub no_owner: bool,
     /// Decrypts an encrypted backup; without it one is refused up front.
     pub identity: Option<Arc<Identities>>,
 }
@@ -120,11 +124,29 @@ pub struct RestoreReport {
     pub duration: Duration,
 }
 
+/// What the restore tool is told to do beyond restoring.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ToolFlags {
+    /// Replace what the target holds.
+    pub clean: bool,
+    /// pg_restore `--no-owner` (never for plain dumps).
+    pub no_owner: bool,
+}
+
 /// A restore's result from the tools' side.
 pub(crate) struct Restored {
     pub streamed: Streamed,
     /// Tables named by a plain dump's comments (custom: read separately).
     pub toc: Option<Vec<TocEntry>>,
+}
+
+/// Why `--no-owner` is refused for a plain dump.
+pub fn no_owner_plain(key: &str) -> String {
+    format!(
+        "{key} is a plain format dump: its SQL sets every owner itself (ALTER ... OWNER TO), \
+         which pg_restore's --no-owner cannot leave out; create the roles on the target \
+         first, or restore a custom-format backup"
+    )
 }
 
 /// Restores `backup` into `target`: creates the database when missing,
@@ -150,6 +172,9 @@ pub async fn restore(
             ),
         ));
     }
+    if opts.no_owner && backup.format == Format::Plain {
+        return Err(JobError::config(stage, no_owner_plain(&backup.key)));
+    }
     // Before the target is touched: an encrypted backup needs its identity.
     let stored = fetch::stored(storage, backup, opts.identity.as_ref(), stage).await?;
     stored.need_identity(stage, "restoring it")?;
@@ -170,6 +195,10 @@ pub async fn restore(
         }
     }
     drop(client);
+    let flags = ToolFlags {
+        clean: opts.clean,
+        no_owner: opts.no_owner,
+    };
     let work = async {
         let tools = restore_tools(&server, &stored, pg_bin_dir).await?;
         tracing::info!(
@@ -180,14 +209,14 @@ pub async fn restore(
             "restoring"
         );
         match jobs {
-            Some(j) => run_parallel(&tools, storage, &stored, target, opts.clean, j, stage).await,
+            Some(j) => run_parallel(&tools, storage, &stored, target, flags, j, stage).await,
             None => run_streamed(
                 &tools,
                 storage,
                 &stored,
                 backup.format,
                 target,
-                opts.clean,
+                flags,
                 stage,
             )
             .await
@@ -431,7 +460,7 @@ pub(crate) async fn run_streamed(
     stored: &Stored,
     format: Format,
     target: &Database,
-    clean: bool,
+    flags: ToolFlags,
     stage: Stage,
 ) -> Result<Restored, JobError> {
     let reader = fetch::open(storage, &stored.key, stage).await?;
@@ -444,8 +473,11 @@ pub(crate) async fn run_streamed(
             if format == Format::Tar {
                 cmd.arg("--format=tar");
             }
-            if clean {
+            if flags.clean {
                 cmd.args(["--clean", "--if-exists"]);
+            }
+            if flags.no_owner {
+                cmd.arg("--no-owner");
             }
             cmd.arg(&dbname);
             let (mut child, stdin, err) = spawn(cmd, tools, tool, stage)?;
@@ -463,6 +495,9 @@ pub(crate) async fn run_streamed(
             })
         }
         Format::Plain => {
+            if flags.no_owner {
+                return Err(JobError::config(stage, no_owner_plain(&stored.key)));
+            }
             let tool = "psql";
             let mut cmd = tools.command(tool, target);
             cmd.args([
@@ -475,7 +510,7 @@ pub(crate) async fn run_streamed(
             .arg(&dbname);
             let (mut child, stdin, err) = spawn(cmd, tools, tool, stage)?;
             let mut prelude = b"BEGIN;\n".to_vec();
-            if clean {
+            if flags.clean {
                 prelude.extend_from_slice(EMPTY_SQL.as_bytes());
             }
             let sink = PsqlFeed {
@@ -509,7 +544,7 @@ async fn run_parallel(
     storage: &dyn ObjectStore,
     stored: &Stored,
     target: &Database,
-    clean: bool,
+    flags: ToolFlags,
     jobs: u32,
     stage: Stage,
 ) -> Result<Streamed, JobError> {
@@ -562,8 +597,11 @@ async fn run_parallel(
     let mut cmd = tools.command(tool, target);
     cmd.args(["--no-password", "--exit-on-error"])
         .arg(format!("--jobs={jobs}"));
-    if clean {
+    if flags.clean {
         cmd.args(["--clean", "--if-exists"]);
+    }
+    if flags.no_owner {
+        cmd.arg("--no-owner");
     }
     cmd.arg(format!("--dbname={}", target.url_without_password()))
         .arg(format!("/dev/fd/{fd}"))

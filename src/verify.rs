@@ -349,7 +349,7 @@ async fn run_drill(
         stored,
         backup.format,
         &scratch.db,
-        false,
+        restore::ToolFlags::default(),
         Stage::Restore,
     )
     .await?;

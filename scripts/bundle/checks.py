@@ -49,7 +49,7 @@ COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-MONITORING_DOCS = [ROOT / "README.md"]
+MONITORING_DOCS = [ROOT / "docs" / "alerts.md"]
 
 # The metrics of the interface contract, as pgbackup exposes them.
 METRICS = {
@@ -81,7 +81,7 @@ CONTRACT_ALERTS = {
     "BackupSizeAnomaly",
     "BackupExporterDown",
 }
-RUNBOOK_BASE = "https://github.com/pgbackup/pgbackup/blob/main/README.md#"
+RUNBOOK_BASE = "https://github.com/pgbackup/pgbackup/blob/main/docs/alerts.md#"
 SEVERITIES = {"critical", "warning"}
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -204,8 +204,9 @@ def cmd_alerts(_args):
         p.check("{{" in ann.get("description", ""), f"{where}: description must be templated")
         url = ann.get("runbook_url", "")
         anchor = rule["alert"].lower()
-        # A fork points the base at its own README; the anchor is the alert's name.
-        p.check(url.endswith("/README.md#" + anchor), f"{where}: runbook_url must end in README.md#{anchor}")
+        # A fork points the base at its own docs; the anchor is the alert's name.
+        p.check(url.endswith("/docs/alerts.md#" + anchor),
+                f"{where}: runbook_url must end in docs/alerts.md#{anchor}")
         bases.add(url.rsplit("#", 1)[0])
         p.check(anchor in anchors,
                 f"{where}: no heading '{rule['alert']}' (anchor #{anchor}) in "

@@ -25,7 +25,7 @@ use crate::storage::ObjectStore;
     version,
     about = "PostgreSQL backups to S3-compatible storage, with Prometheus metrics"
 )]
-#[command(after_help = "Configuration comes from the environment; see README.md.")]
+#[command(after_help = "Configuration comes from the environment; see docs/configuration.md.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

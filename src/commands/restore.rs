@@ -1,6 +1,6 @@
 //! `pgbackup restore <NAME|latest> --target-url URL [--database DB]
-//! [--clean] [--jobs N]`, and `pgbackup restore latest --all --target-url
-//! postgres://host:port/` for a whole server.
+//! [--clean] [--jobs N] [--no-owner]`, and `pgbackup restore latest --all
+//! --target-url postgres://host:port/` for a whole server.
 
 use crate::catalog;
 use crate::config::{Database, DumpConfig, EncryptionConfig, Format, StoreConfig, Vars};
@@ -35,6 +35,11 @@ pub struct Args {
     /// `latest`.
     #[arg(long)]
     pub all: bool,
+    /// Restore without the backup's owners (pg_restore --no-owner): every
+    /// object belongs to the restoring role, so the target needs none of
+    /// the original roles. Custom format only; refused for plain dumps.
+    #[arg(long)]
+    pub no_owner: bool,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -60,6 +65,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let opts = RestoreOptions {
             clean: a.clean,
             jobs: a.jobs,
+            no_owner: a.no_owner,
             identity,
             ..Default::default()
         };
@@ -89,9 +95,13 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         )
         .into());
     }
+    if a.no_owner && backup.format == Format::Plain {
+        return Err(ConfigError::new("--no-owner", restore::no_owner_plain(&backup.key)).into());
+    }
     let opts = RestoreOptions {
         clean: a.clean,
         jobs: a.jobs,
+        no_owner: a.no_owner,
         identity,
         ..Default::default()
     };

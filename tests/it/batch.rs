@@ -22,7 +22,7 @@ fn pushgateway() -> (u32, String) {
     (pid, addr)
 }
 
-/// A Prometheus scraping the Pushgateway every second, as the README says.
+/// A Prometheus scraping the Pushgateway every second, as docs/monitoring.md says.
 fn prometheus_scraping(pushgateway: &str) -> String {
     prometheus_with(&format!(
         "  - job_name: pushgateway\n    honor_labels: true\n    static_configs:\n      - targets: ['{pushgateway}']\n"

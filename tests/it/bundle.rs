@@ -17,7 +17,7 @@
 //!   `localhost:9090` become the loopback addresses of the daemon, the
 //!   Alertmanager and the Prometheus started here. `rule_files` is kept
 //!   (`rules/*.yml`, relative to the copied config).
-//! - rules/*.yml: only the literals of README "Shorter durations for tests",
+//! - rules/*.yml: only the literals of docs/alerts.md "Shorter durations for tests",
 //!   replaced inside the rule they belong to (the file is split at each
 //!   `- alert:`), with the table's example values: see [`SHORTER`]. Every
 //!   `for:` becomes seconds, and the time literals in the expressions
@@ -27,7 +27,7 @@
 //! - alertmanager.yml: `group_wait: 30s` becomes `1s` and `group_interval: 5m`
 //!   becomes `5s`; both `api_url_file: /etc/alertmanager/slack_webhook_url`
 //!   point at a file in the temp dir holding the receiver's URL (with a
-//!   trailing newline, as the README tells users to write it); the templates
+//!   trailing newline, as docs/monitoring.md tells users to write it); the templates
 //!   glob points at a copy of prometheus/templates/.
 //!
 //! The dashboard's Grafana variables are substituted as Grafana would for its
@@ -61,7 +61,7 @@ const PROMETHEUS: &str = "/usr/bin/prometheus";
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
 /// Per alert: (literal in the project's rule, its test value, how many
-/// times the literal occurs in that rule). The values are README "Shorter
+/// times the literal occurs in that rule). The values are docs/alerts.md "Shorter
 /// durations for tests"'s examples.
 type Shortening = (&'static str, &'static [(&'static str, &'static str, usize)]);
 const SHORTER: &[Shortening] = &[
@@ -916,7 +916,7 @@ fn backup_failed_reaches_slack_as_a_warning() {
         "*WARNING* The last backup attempt failed.",
         &format!("The last backup attempt of database {db} ({daemon_addr})"),
         &format!("Instance: `{daemon_addr}`"),
-        "README.md#backupfailed|what to do>",
+        "docs/alerts.md#backupfailed|what to do>",
     ] {
         assert!(
             text.contains(needle),

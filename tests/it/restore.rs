@@ -939,3 +939,76 @@ fn a_signal_stops_restores_and_drills_and_cleans_up() {
         }
     }
 }
+
+/// A table owned by a role the target server lacks: the restore fails
+/// without --no-owner (and drops the database it created), restores with it
+/// (every object then belongs to the restoring role), and --no-owner is a
+/// usage error for a plain dump, whose SQL sets the owners itself.
+#[test]
+fn no_owner_restores_onto_a_server_without_the_roles() {
+    let pg = pg();
+    let src = pg.fresh_db("nosrc");
+    let role = new_db_name("owner");
+    pg.psql(
+        &src,
+        &format!(
+            "CREATE ROLE {role}; CREATE TABLE public.owned (id int PRIMARY KEY, v text); \
+             INSERT INTO public.owned SELECT g, 'row ' || g FROM generate_series(1, 100) g; \
+             ALTER TABLE public.owned OWNER TO {role};"
+        ),
+    );
+    let bucket = garage().bucket("rs-noowner");
+    let custom = s3_env(&src, &bucket, &[]);
+    let custom_key = backup(&custom, &bucket);
+    let plain = s3_env(&src, &bucket, &[("BACKUP_FORMAT", "plain")]);
+    let plain_key = backup(&plain, &bucket);
+    // The role is gone, as on a new server.
+    pg.psql(
+        &src,
+        &format!("REASSIGN OWNED BY {role} TO CURRENT_USER; DROP OWNED BY {role};"),
+    );
+    pg.psql("postgres", &format!("DROP ROLE {role}"));
+
+    let target = new_db_name("notgt");
+    let url = pg.url(&target);
+    let run = pgbackup(&["restore", &custom_key, "--target-url", &url], &custom);
+    expect_failure(
+        &run,
+        1,
+        "restore failed: ",
+        &format!("role \"{role}\" does not exist"),
+    );
+    assert!(
+        !db_exists(&target),
+        "the failed restore left {target} behind"
+    );
+
+    let run = pgbackup(
+        &["restore", &custom_key, "--target-url", &url, "--no-owner"],
+        &custom,
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(pg.snapshot(&target), pg.snapshot(&src));
+    let owner = pg.psql(
+        &target,
+        "SELECT tableowner = current_user FROM pg_tables WHERE tablename = 'owned'",
+    );
+    assert_eq!(owner.trim(), "t", "owned by the restoring role");
+
+    let plain_target = new_db_name("notgtp");
+    let run = pgbackup(
+        &[
+            "restore",
+            &plain_key,
+            "--target-url",
+            &pg.url(&plain_target),
+            "--no-owner",
+        ],
+        &plain,
+    );
+    expect_failure(&run, 2, "invalid --no-owner: ", "plain format dump");
+    assert!(
+        !db_exists(&plain_target),
+        "a refused restore created a database"
+    );
+}
