@@ -72,6 +72,9 @@ METRICS = {
     "backup_webhook_deliveries_total",
     "backup_last_verified_timestamp_seconds",
     "backup_build_info",
+    # Roles and tablespaces (BACKUP_GLOBALS): per instance, no database label.
+    "backup_globals_last_success_timestamp_seconds",
+    "backup_globals_last_status",
 }
 # Alerts the contract names; others may be added.
 CONTRACT_ALERTS = {
@@ -780,6 +783,9 @@ def cmd_alertmanager(args):
                 (alert("BackupWebhookFailing", job="backup-gone", instance="pg-f:9854", database="f"), "suppressed"),
                 # Several databases on one instance: one group, one message each.
                 (alert("BackupFailed", instance="pg-b:9854", database="b2"), "active"),
+                # The globals have no database label; the exporter inhibits them too.
+                (alert("BackupGlobalsFailed", instance="pg-a:9854"), "suppressed"),
+                (alert("BackupGlobalsFailed", instance="pg-h:9854"), "active"),
             ]
             now = datetime.now(timezone.utc)
             http_json("POST", base + "/api/v2/alerts", [
