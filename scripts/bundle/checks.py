@@ -72,6 +72,9 @@ METRICS = {
     "backup_webhook_deliveries_total",
     "backup_last_verified_timestamp_seconds",
     "backup_build_info",
+    # Roles and tablespaces (BACKUP_GLOBALS): per instance, no database label.
+    "backup_globals_last_success_timestamp_seconds",
+    "backup_globals_last_status",
 }
 # Alerts the contract names; others may be added.
 CONTRACT_ALERTS = {
@@ -779,6 +782,11 @@ def cmd_alertmanager(args):
                 (alert("BackupRetentionStalled", instance="pg-e:9854", database="e"), "suppressed"),
                 (alert("BackupExporterDown", job="backup-gone"), "active"),
                 (alert("BackupWebhookFailing", job="backup-gone", instance="pg-f:9854", database="f"), "suppressed"),
+                # Several databases on one instance: one group, one message each.
+                (alert("BackupFailed", instance="pg-b:9854", database="b2"), "active"),
+                # The globals have no database label; the exporter inhibits them too.
+                (alert("BackupGlobalsFailed", instance="pg-a:9854"), "suppressed"),
+                (alert("BackupGlobalsFailed", instance="pg-h:9854"), "active"),
             ]
             now = datetime.now(timezone.utc)
             http_json("POST", base + "/api/v2/alerts", [
@@ -805,17 +813,21 @@ def cmd_alertmanager(args):
             while len(_Slack.received) < expected_msgs and time.time() < deadline:
                 time.sleep(0.2)
             time.sleep(2)  # anything inhibited would arrive by now
-            titles = [a.get("title", "") for m in _Slack.received for a in m.get("attachments", [])]
+            attachments = [a for m in _Slack.received for a in m.get("attachments", [])]
+            titles = [a.get("title", "") for a in attachments]
             p.check(len(titles) == expected_msgs,
                     f"expected {expected_msgs} Slack messages, got {len(titles)}: {titles}")
             for (labels, ann), state in cases:
-                name, db = labels["alertname"], labels.get("database")
+                name, db, instance = labels["alertname"], labels.get("database"), labels.get("instance")
                 title = f"[FIRING:1] {name}" + (f" ({db})" if db else "")
-                n = titles.count(title)
+                # The title names no instance (alerts without a database share
+                # it); the text does.
+                n = sum(1 for a in attachments if a.get("title") == title
+                        and (not instance or f"Instance: `{instance}`" in a.get("text", "")))
                 if state == "active":
-                    p.check(n >= 1, f"no Slack message titled {title!r}")
+                    p.check(n >= 1, f"no Slack message titled {title!r} for {instance or 'the job'}")
                 else:
-                    p.check(n == 0, f"inhibited alert reached Slack: {title!r}")
+                    p.check(n == 0, f"inhibited alert reached Slack: {title!r} for {instance or 'the job'}")
             for m in _Slack.received:
                 for a in m.get("attachments", []):
                     name = a.get("title", "").split()[1] if len(a.get("title", "").split()) > 1 else ""

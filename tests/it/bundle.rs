@@ -76,6 +76,7 @@ const SHORTER: &[Shortening] = &[
     ),
     ("BackupNeverSucceeded", &[("for: 25h", "for: 30s", 1)]),
     ("BackupFailed", &[("for: 5m", "for: 0s", 1)]),
+    ("BackupGlobalsFailed", &[("for: 5m", "for: 0s", 1)]),
     (
         "BackupSizeAnomaly",
         // Twice in the expression, once in the description's query.
