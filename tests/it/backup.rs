@@ -46,6 +46,11 @@ fn default_backup_to_s3_restores_table_by_table() {
     let (bucket, key, run) = backup_to_garage(&db, &[("BACKUP_FILE_PREFIX", "nightly/db_")]);
     assert!(naming_ok(&key, "nightly/db_", ".dump.zst"), "{key}");
     assert!(run.stdout.contains(&key), "{}", run.stdout);
+    // Without BACKUP_DATABASES: today's names exactly, no folder per
+    // database, no globals.
+    let mut all = garage().keys(&bucket);
+    all.sort();
+    assert_eq!(all, vec![key.clone(), format!("{key}.manifest.json")]);
 
     let (body, meta) = garage().get(&bucket, &key);
     assert!(

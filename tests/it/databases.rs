@@ -406,7 +406,11 @@ fn the_daemon_exports_each_database_and_prometheus_scrapes_them() {
         ("BACKUP_LISTEN_ADDRESS", &addr),
         ("RUN_ON_STARTUP", "true"),
     ]);
-    e.extend(vars(&[("BACKUP_CRON_SCHEDULE", "0 3 * * *")]));
+    e.extend(vars(&[
+        ("BACKUP_CRON_SCHEDULE", "0 3 * * *"),
+        // Drills every 5 s: each database's newest backup in turn.
+        ("BACKUP_VERIFY_CRON_SCHEDULE", "*/5 * * * * *"),
+    ]));
     let mut cmd = pgbackup_cmd(&["run"], &e);
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -442,5 +446,13 @@ fn the_daemon_exports_each_database_and_prometheus_scrapes_them() {
         3.0
     );
     assert_eq!(prom_value(&prom, "backup_globals_last_status"), 1.0);
+    // Scheduled drills, per database.
+    for d in ["first", "second"] {
+        let verified = prom_value(
+            &prom,
+            &format!("backup_last_verified_timestamp_seconds{{database=\"{d}\"}} > 0"),
+        );
+        assert!(verified > 0.0, "{d} never drilled");
+    }
     assert!(prom_value(&prom, "backup_globals_last_success_timestamp_seconds") > 0.0);
 }
