@@ -194,3 +194,53 @@ fn the_templates_backups_are_listed_restored_verified_and_kept() {
     }
     assert_eq!(listed(&env).as_array().unwrap().len(), 1);
 }
+
+/// A Railway template user's whole variable set, pointed at the bucket
+/// that holds their old backups: `run` backs up once and exits (the
+/// template's single-shot mode), the new backup lands in their folder, and
+/// the old one still restores.
+#[test]
+fn the_templates_full_variable_set_keeps_working() {
+    let pg = pg();
+    let src = pg.fresh_db("tmpl_full");
+    load_fixture(pg, &src, 500);
+    let bucket = garage().bucket("tmpl-full");
+    let old = format!("{FOLDER}/backup-2025-03-01T05-00-00-123Z.tar.gz");
+    put(&bucket, &old, template_dump(&src));
+    // Every variable the template documents, with the template's values.
+    let mut env = garage().env(&bucket);
+    env.extend(vars(&[
+        ("BACKUP_DATABASE_URL", &pg.url(&src)),
+        ("BACKUP_CRON_SCHEDULE", "0 5 * * *"),
+        ("RUN_ON_STARTUP", "true"),
+        ("SINGLE_SHOT_MODE", "true"),
+        ("BACKUP_FILE_PREFIX", "backup"),
+        ("BUCKET_SUBFOLDER", FOLDER),
+        ("SUPPORT_OBJECT_LOCK", "false"),
+        ("BACKUP_OPTIONS", "--no-comments"),
+        (
+            "BACKUP_LISTEN_ADDRESS",
+            &format!("127.0.0.1:{}", free_port()),
+        ),
+    ]));
+    let run = pgbackup(&["run"], &env);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let keys = garage().keys(&bucket);
+    let new: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with(&format!("{FOLDER}/backup2")) && k.ends_with(".dump.zst"))
+        .collect();
+    assert_eq!(new.len(), 1, "{keys:?}");
+    assert!(keys.contains(&old), "{keys:?}");
+    let l = listed(&env);
+    assert_eq!(l.as_array().unwrap().len(), 2, "{l}");
+    assert_eq!(l[0]["name"], new[0].as_str());
+    assert_eq!(l[1]["name"], old.as_str());
+    assert_eq!(l[1]["imported"], true);
+    for name in [old.as_str(), new[0].as_str()] {
+        let target = unique("tmpl_full_tgt").replace('-', "_");
+        let run = pgbackup(&["restore", name, "--target-url", &pg.url(&target)], &env);
+        assert_eq!(run.code, 0, "{name}: {}", run.all());
+        assert_eq!(pg.snapshot(&target), pg.snapshot(&src), "{name}");
+    }
+}
