@@ -4,7 +4,6 @@
 //! textfile) before exiting.
 
 use chrono::Utc;
-use tokio_util::sync::CancellationToken;
 
 use crate::batch::{self, Command};
 use crate::catalog;
@@ -23,12 +22,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         return run_many(cfg).await;
     }
     let storage = super::open_storage(&cfg.store).await;
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        on_signal.cancel();
-    });
+    let cancel = super::cancel_on_signal();
     let notifications = Notifications::from_config(&cfg);
     let outcome = job::run(&cfg, storage.as_ref(), &cancel, job::Priority::Normal).await;
     let mut retention_pass = None;
@@ -115,12 +109,7 @@ fn pg_dump_version(outcomes: &[Outcome]) -> String {
 /// per database after its own success, exit 1 if any database failed.
 async fn run_many(cfg: Config) -> anyhow::Result<()> {
     let storage = super::open_storage(&cfg.store).await;
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        on_signal.cancel();
-    });
+    let cancel = super::cancel_on_signal();
     let notifications = Notifications::from_config(&cfg);
     let report = databases::run(&cfg, storage.as_ref(), &cancel, job::Priority::Normal).await?;
     if report.databases.is_empty() {
@@ -223,14 +212,8 @@ async fn run_many(cfg: Config) -> anyhow::Result<()> {
     }
     if !failed.is_empty() {
         anyhow::bail!(
-            "backup failed: {} of {} databases failed ({}); the others were stored",
-            failed.len(),
-            report.databases.len(),
-            failed
-                .iter()
-                .map(|d| format!("{d:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "backup failed: {}; the others were stored",
+            super::failed_databases(&failed, report.databases.len())
         );
     }
     Ok(())

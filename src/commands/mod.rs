@@ -96,6 +96,29 @@ fn load_config() -> Result<Config, ConfigError> {
     Config::from_env()
 }
 
+/// A token cancelled by SIGTERM or SIGINT: a one-shot command then stops
+/// its tools and cleans up instead of dying mid-write.
+fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    cancel
+}
+
+/// "2 of 5 databases failed (\"a\", \"b\")", for the last line of a run
+/// over several databases.
+fn failed_databases(failed: &[String], total: usize) -> String {
+    let names: Vec<String> = failed.iter().map(|d| format!("{d:?}")).collect();
+    format!(
+        "{} of {total} databases failed ({})",
+        failed.len(),
+        names.join(", ")
+    )
+}
+
 /// Storage from its own settings: the commands that only read or delete
 /// backups (list, prune, restore, verify, presign) need no database, so that
 /// restoring after the server is lost does not need its URL.

@@ -61,19 +61,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let wanted = catalog::wanted(&prefix, &a.name)?;
     let target = target_database(&a.target_url, std::env::var("PGPASSWORD").ok())?;
     let storage = super::open_storage(&store).await;
+    let opts = RestoreOptions {
+        clean: a.clean,
+        jobs: a.jobs,
+        no_owner: a.no_owner,
+        identity,
+        cancel: super::cancel_on_signal(),
+    };
     if a.all {
-        let opts = RestoreOptions {
-            clean: a.clean,
-            jobs: a.jobs,
-            no_owner: a.no_owner,
-            identity,
-            ..Default::default()
-        };
-        let on_signal = opts.cancel.clone();
-        tokio::spawn(async move {
-            super::shutdown_signal().await;
-            on_signal.cancel();
-        });
         return restore_all(
             pg_bin_dir.as_deref(),
             storage.as_ref(),
@@ -98,18 +93,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     if a.no_owner && backup.format == Format::Plain {
         return Err(ConfigError::new("--no-owner", restore::no_owner_plain(&backup.key)).into());
     }
-    let opts = RestoreOptions {
-        clean: a.clean,
-        jobs: a.jobs,
-        no_owner: a.no_owner,
-        identity,
-        ..Default::default()
-    };
-    let on_signal = opts.cancel.clone();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        on_signal.cancel();
-    });
     let r = restore::restore(
         pg_bin_dir.as_deref(),
         storage.as_ref(),
@@ -204,14 +187,8 @@ async fn restore_all(
     }
     if !failed.is_empty() {
         anyhow::bail!(
-            "restore failed: {} of {} databases failed ({})",
-            failed.len(),
-            r.databases.len(),
-            failed
-                .iter()
-                .map(|d| format!("{d:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "restore failed: {}",
+            super::failed_databases(&failed, r.databases.len())
         );
     }
     Ok(())

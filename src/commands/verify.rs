@@ -6,7 +6,6 @@ use crate::config::{BatchConfig, DrillConfig, DumpConfig, EncryptionConfig, Stor
 use crate::error::Stage;
 use crate::metrics::Metrics;
 use crate::verify;
-use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -40,12 +39,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         d.verify.check_scratch(d.source.as_ref())?;
     }
     let storage = super::open_storage(&store).await;
-    let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        super::shutdown_signal().await;
-        on_signal.cancel();
-    });
+    let cancel = super::cancel_on_signal();
     if let Some(drill) = drill {
         let result = verify::drill_until(&drill, storage.as_ref(), &a.name, &cancel).await;
         let batch_cfg = BatchConfig::read(&vars)?;
