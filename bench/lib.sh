@@ -429,8 +429,13 @@ s3_delete() { s3 s3 rm --only-show-errors "s3://$1/$2"; }
 # Sizes (BENCH_SCALE; BENCH_PGBENCH_SCALE and BENCH_EVENT_ROWS override):
 #   small: pgbench -s 5,   200k events: ~0.15 GB, for a smoke run
 #   full:  pgbench -s 100, 3M events:   ~2.5 GB
+# BENCH_DATASET_SEED (optional, 1..9999) gives bench_events other random
+# rows, so that several databases of one run differ (identical databases
+# would let the store deduplicate their blocks); unset, the seed is the
+# historical one and the rows are the same as always.
 dataset_generate() {
-  local db=$1 pgscale events
+  local db=$1 pgscale events seed=${BENCH_DATASET_SEED:-}
+  [[ -z $seed || $seed =~ ^[1-9][0-9]{0,3}$ ]] || bench_die "BENCH_DATASET_SEED must be 1..9999, not '$seed'"
   case ${BENCH_SCALE:-full} in
     small) pgscale=5 events=200000 ;;
     full) pgscale=100 events=3000000 ;;
@@ -459,8 +464,10 @@ SQL
   while ((from <= events)); do
     to=$((from + batch - 1))
     ((to <= events)) || to=$events
+    local seed_sql="${from}::float8 / ${events} / 2"
+    [[ -z $seed ]] || seed_sql="($seed + $seed_sql) / 10000"
     pg_psql "$db" <<SQL
-SELECT setseed(${from}::float8 / ${events} / 2);
+SELECT setseed($seed_sql);
 INSERT INTO bench_events
 SELECT g,
        timestamptz '2025-01-01 00:00:00+00' + g * interval '7 seconds' + random() * interval '5 seconds',
