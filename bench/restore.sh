@@ -43,6 +43,7 @@
 #   BENCH_RESULTS           report path (default bench/results/restore.md,
 #                           or bench/results/restore.small.md for small)
 #   PGBACKUP_BIN            binary to test (default: cargo build --release)
+#   PGBACKUP_REV            what PGBACKUP_BIN was built from, for the report
 #   BENCH_TMPDIR=/var/tmp   work dir (needs ~3x the database: the cluster,
 #                           the dump file, --jobs' temp file, Garage's copy)
 #
@@ -230,8 +231,13 @@ f2() { awk -v x="$1" 'BEGIN { printf "%.2f", x }'; }
 mib() { awk -v x="$1" 'BEGIN { printf "%.1f MiB", x / 1024 }'; }
 Z=$(med z wall_s)
 PGB_VERSION=$("$PGBACKUP_BIN" --version | awk '{print $2}')
-PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
+# PGBACKUP_REV names what a given PGBACKUP_BIN was built from (as in backup.sh).
+if [[ -n ${PGBACKUP_REV:-} ]]; then
+  PGB_COMMIT=$PGBACKUP_REV
+else
+  PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
+fi
 label() {
   case $1 in
     x) echo '(x) `pgbackup restore latest` (streamed, single transaction)' ;;
