@@ -206,6 +206,14 @@ run_pgbackup() {
   pname=${pname// /_}
   mkdir -p "$env_dir/tmp" "$env_dir/home" "$env_dir/cwd"
   chmod 0555 "$env_dir/cwd"
+  # Garage stores a block once (by content hash) and keeps a deleted
+  # object's blocks for a while, so an identical dump in the next round
+  # would be deduplicated, while an encrypted one (a new file key each
+  # time) never is. One changed row in the first table the dump writes
+  # (bench_events), of a random length so that every later byte moves too,
+  # makes every run's object new to the store, as a real
+  # night's backup is. Untimed.
+  pg_psql "$DB" -c "UPDATE bench_events SET token = md5(random()::text) || repeat('x', (random() * 1000)::int) WHERE id = 1" >/dev/null
   BENCH_CWD=$env_dir/cwd bench_measure "$dir/m" -- env -i PATH="$PATH" HOME="$env_dir/home" \
     TMPDIR="$env_dir/tmp" BACKUP_LOG_FORMAT=json BACKUP_DATABASE_URL="$(pg_url "$DB")" \
     BACKUP_FILE_PREFIX="$prefix" AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" \
