@@ -3,7 +3,7 @@
 //! pgbackup reads) independently of the crate.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::harness::*;
 
@@ -38,32 +38,8 @@ fn age_key(dir: &Path, name: &str) -> Key {
     }
 }
 
-/// Runs a command-line filter over `input`.
-fn filter(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (apt-get install age)"));
-    let mut stdin = child.stdin.take().unwrap();
-    let data = input.to_vec();
-    let w = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 fn age_decrypt(identity: &Path, data: &[u8]) -> Vec<u8> {
-    filter(Command::new("age").arg("-d").arg("-i").arg(identity), data)
+    pipe(Command::new("age").arg("-d").arg("-i").arg(identity), data)
 }
 
 fn source_db() -> String {
@@ -89,19 +65,6 @@ fn env_for(db: &str, bucket: &str, extra: &[(&str, &str)]) -> Vec<(String, Strin
 
 fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
-fn new_db_name(prefix: &str) -> String {
-    unique(prefix).replace('-', "_")
-}
-
-fn db_exists(name: &str) -> bool {
-    pg().psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
-    )
-    .trim()
-        == "1"
 }
 
 /// No key material, password or S3 secret in anything a run printed.
@@ -355,7 +318,7 @@ fn a_file_encrypted_by_the_age_tool_is_read_by_pgbackup() {
     let (zst, _) = garage().get(&bucket, &plain_key);
     // The same archive, encrypted by the age tool, under an encrypted name
     // one second later (so `latest` is this one), with its sha256.
-    let sealed = filter(Command::new("age").arg("-r").arg(&key.public), &zst);
+    let sealed = pipe(Command::new("age").arg("-r").arg(&key.public), &zst);
     let stem = "2026-01-25_03-00-00.dump.zst";
     let prefix = &plain_key[..plain_key.len() - stem.len()];
     let later = format!("{prefix}2099-01-01_00-00-00.dump.zst.age");

@@ -46,15 +46,6 @@ fn listed(env: &[(String, String)]) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap()
 }
 
-fn db_exists(name: &str) -> bool {
-    pg().psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
-    )
-    .trim()
-        == "1"
-}
-
 #[test]
 fn the_templates_backups_are_listed_restored_verified_and_kept() {
     let pg = pg();

@@ -38,20 +38,6 @@ fn backup(env: &[(String, String)], bucket: &str) -> String {
     new[0].clone()
 }
 
-/// A database name of our own that does not exist yet.
-fn new_db_name(prefix: &str) -> String {
-    unique(prefix).replace('-', "_")
-}
-
-fn db_exists(name: &str) -> bool {
-    pg().psql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
-    )
-    .trim()
-        == "1"
-}
-
 /// The tables a database holds, as one short string for messages.
 fn user_tables(db: &str) -> String {
     pg().psql(

@@ -51,6 +51,33 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
+/// Runs `cmd` with `input` on its stdin; its stdout. Fails the test, with
+/// the tool's stderr, when it does not exit 0.
+pub fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (scripts/setup installs the tools)"));
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    // Fed from a thread: a tool that writes while it reads would otherwise
+    // fill its stdout pipe and stall.
+    let w = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Decompresses with the standard command-line tools, not our code.
 pub fn decompress_cli(data: &[u8], key: &str) -> Vec<u8> {
     let tool: &[&str] = if key.ends_with(".zst") {
@@ -60,22 +87,7 @@ pub fn decompress_cli(data: &[u8], key: &str) -> Vec<u8> {
     } else {
         return data.to_vec();
     };
-    let mut child = Command::new(tool[0])
-        .args(&tool[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (apt-get install zstd gzip)", tool[0]));
-    let mut stdin = child.stdin.take().unwrap();
-    let data = data.to_vec();
-    let w = std::thread::spawn(move || {
-        use std::io::Write;
-        stdin.write_all(&data).unwrap();
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    assert!(out.status.success(), "{} failed", tool[0]);
-    out.stdout
+    pipe(Command::new(tool[0]).args(&tool[1..]), data)
 }
 
 pub fn path_has(p: &Path, s: &str) -> bool {

@@ -202,6 +202,16 @@ impl Postgres {
         self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
     }
 
+    /// Whether database `name` exists on this cluster.
+    pub fn db_exists(&self, name: &str) -> bool {
+        self.psql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+        )
+        .trim()
+            == "1"
+    }
+
     /// A fresh database of its own for one test.
     pub fn fresh_db(&self, prefix: &str) -> String {
         let name = unique(prefix).replace('-', "_");
@@ -232,6 +242,16 @@ impl Postgres {
             })
             .collect()
     }
+}
+
+/// Whether database `name` exists on the shared cluster.
+pub fn db_exists(name: &str) -> bool {
+    pg().db_exists(name)
+}
+
+/// A database name of a test's own that does not exist yet.
+pub fn new_db_name(prefix: &str) -> String {
+    unique(prefix).replace('-', "_")
 }
 
 /// Fills a database with what a round trip must carry: several schemas,
@@ -268,23 +288,5 @@ pub fn restore_cli(pg: &Postgres, db: &str, dump: &[u8], plain: bool) {
         c.args(["--exit-on-error", "-d", db]);
         c
     };
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let data = dump.to_vec();
-    let w = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    w.join().unwrap();
-    assert!(
-        out.status.success(),
-        "restore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    super::cli::pipe(&mut cmd, dump);
 }
