@@ -28,6 +28,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         pg::host_label(cfg.dump.database.url_without_password()),
         server.version
     );
+    if cfg.databases.is_multi() {
+        let names = crate::databases::discover(&cfg).await?;
+        let shown: Vec<String> = names.iter().take(10).map(|n| format!("{n:?}")).collect();
+        println!(
+            "databases   ok ({} to back up: {}{}; globals {})",
+            names.len(),
+            shown.join(", "),
+            if names.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            },
+            match cfg.databases.globals {
+                crate::config::Globals::Off => "off",
+                crate::config::Globals::On => "on",
+                crate::config::Globals::NoPasswords => "on, without passwords",
+            }
+        );
+    }
     let tools = pg::find_tools(server.major(), cfg.dump.pg_bin_dir.as_deref()).await?;
     println!(
         "pg_dump     ok ({} in {})",

@@ -89,6 +89,14 @@ fn a_whole_server_with_roles_comes_back_on_a_fresh_cluster() {
             ("BACKUP_PARALLEL", "2"),
         ],
     );
+    let check = pgbackup(&["check"], &env);
+    assert_eq!(check.code, 0, "{}", check.all());
+    assert!(
+        check.stdout.contains("databases   ok (5 to back up:")
+            && check.stdout.contains("\"my db\""),
+        "{}",
+        check.stdout
+    );
     let run = pgbackup(&["backup"], &env);
     assert_eq!(run.code, 0, "{}", run.all());
     for n in NAMES {
@@ -244,7 +252,14 @@ fn one_failing_database_never_stops_the_others() {
     // pg_authid is not readable by this role: a warning that names the
     // setting, never a failed run.
     env.extend(vars(&[("BACKUP_DATABASES", "first,locked,missing,last")]));
-    let run = pgbackup(&["backup"], &env);
+    // A cron job's metrics: one textfile with every database's series.
+    let textfiles = temp_dir("multi-textfile");
+    let mut with_textfile = env.clone();
+    with_textfile.extend(vars(&[
+        ("BACKUP_TEXTFILE_DIR", textfiles.to_str().unwrap()),
+        ("BACKUP_INSTANCE", "db-host"),
+    ]));
+    let run = pgbackup(&["backup"], &with_textfile);
     assert_eq!(run.code, 1, "{}", run.all());
     let last = run.stderr.lines().last().unwrap_or("");
     assert!(
@@ -282,6 +297,25 @@ fn one_failing_database_never_stops_the_others() {
     assert!(!keys.iter().any(|k| k.starts_with("backup_globals/")));
     assert_eq!(garage().pending_uploads(&bucket), 0);
     assert!(!run.all().contains("dumper-pw"), "password leaked");
+    let text = std::fs::read_to_string(textfiles.join("pgbackup_db-host.prom")).unwrap();
+    let status = |db: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("backup_last_status{") && l.contains(&format!("database=\"{db}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no backup_last_status for {db} in\n{text}"))
+    };
+    assert_eq!(
+        (
+            status("first"),
+            status("locked"),
+            status("missing"),
+            status("last")
+        ),
+        ("1".into(), "0".into(), "0".into(), "1".into())
+    );
 
     // no-passwords reads what such a role may read.
     env.extend(vars(&[
