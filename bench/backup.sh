@@ -66,18 +66,13 @@ for v in "${VARIANTS[@]}"; do
   [[ $v =~ ^(a|b|c|d|bnone|bgzip|bbase|benc|b([1-9]|1[0-9]))$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"
 done
 [[ ${VARIANTS[0]} == a ]] || bench_die "BENCH_VARIANTS must start with a (the baseline)"
-has_variant() {
-  local v
-  for v in "${VARIANTS[@]}"; do [[ $v != "$1" ]] || return 0; done
-  return 1
-}
-if has_variant bbase; then
+if bench_has_variant bbase; then
   [[ -n ${PGBACKUP_BASELINE_BIN:-} ]] ||
     bench_die "variant bbase needs PGBACKUP_BASELINE_BIN (the binary to compare against)"
   [[ -x $PGBACKUP_BASELINE_BIN && -f $PGBACKUP_BASELINE_BIN ]] ||
     bench_die "PGBACKUP_BASELINE_BIN=$PGBACKUP_BASELINE_BIN is not an executable file"
 fi
-if has_variant benc; then
+if bench_has_variant benc; then
   if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then
     bench_die "variant benc needs age and age-keygen (apt-get install age)"
   fi
@@ -89,10 +84,10 @@ PG_DUMP=$BENCH_PG_BIN/pg_dump
 
 bench_init backup
 pgbackup_build
-if has_variant bbase; then
+if bench_has_variant bbase; then
   bench_log "baseline (bbase): $PGBACKUP_BASELINE_BIN ($("$PGBACKUP_BASELINE_BIN" --version))"
 fi
-if has_variant benc; then
+if bench_has_variant benc; then
   # One key pair per run, in the work dir (removed with it): benc encrypts to
   # the public key, and only the untimed check of round 1 reads the secret.
   AGE_KEY=$BENCH_WORK/age/key.txt
@@ -134,50 +129,12 @@ bench_log "reference: $(bench_fmt_bytes "$REF_SIZE") in ${REF_WALL}s"
 #   time_rss_kb, client_cpu_s, pg_cpu_s, garage_cpu_s, sys_busy_s,
 #   sys_total_s, and per-variant extras (dump_s, upload_s, own_cpu_s, ...).
 
-# summarize DIR... : sums the CPU and wall of the measured phases.
-summarize_phases() {
-  local wall=0 ccpu=0 pg=0 g=0 busy=0 total=0 trss=0 d r
-  for d in "$@"; do
-    r=$d/result
-    wall=$(bench_calc "$wall + $(bench_get "$r" wall_s)")
-    ccpu=$(bench_calc "$ccpu + $(bench_get "$r" time_user_s) + $(bench_get "$r" time_sys_s)")
-    pg=$(bench_calc "$pg + $(bench_get "$r" pg_cpu_s)")
-    g=$(bench_calc "$g + $(bench_get "$r" garage_cpu_s)")
-    busy=$(bench_calc "$busy + $(bench_get "$r" sys_busy_s)")
-    total=$(bench_calc "$total + $(bench_get "$r" sys_total_s)")
-    local t
-    t=$(bench_get "$r" time_maxrss_kb)
-    ((t <= trss)) || trss=$t
-  done
-  echo "wall_s=$wall"
-  echo "client_cpu_s=$ccpu"
-  echo "pg_cpu_s=$pg"
-  echo "garage_cpu_s=$g"
-  echo "sys_busy_s=$busy"
-  echo "sys_total_s=$total"
-  echo "time_rss_kb=$trss"
-}
-
-# The largest process seen in the phases: "<kB> <name>".
-largest_process() {
-  local d
-  for d in "$@"; do cat "$d/result"; done | awk -F'[.=]' '/^proc\..*\.hwm_kb=/ { n = $0; sub(/^proc\./, "", n); sub(/\.hwm_kb=.*/, "", n)
-      if ($NF + 0 > best) { best = $NF + 0; name = n } } END { print best + 0, name }'
-}
-
-fail_run() {
-  local dir=$1 what=$2
-  bench_log "$what failed; its stderr:"
-  tail -20 "$dir/stderr" >&2 || true
-  bench_die "$what failed"
-}
-
 run_a() {
   local dir=$RUNS_DIR/a.$1
   bench_measure "$dir/m" -- sh -c 'exec "$@" >/dev/null' sh \
-    "$PG_DUMP" -Fc -Z0 --no-password --dbname="$URL" || fail_run "$dir/m" "(a) pg_dump"
+    "$PG_DUMP" -Fc -Z0 --no-password --dbname="$URL" || bench_fail_run "$dir/m" "(a) pg_dump"
   {
-    summarize_phases "$dir/m"
+    bench_summarize_phases "$dir/m"
     echo "rss_kb=$(bench_get "$dir/m/result" proc.pg_dump.hwm_kb)"
     echo "rss_what=pg_dump"
     echo "stored_bytes=0"
@@ -219,7 +176,7 @@ run_pgbackup() {
     BACKUP_FILE_PREFIX="$prefix" AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" \
     AWS_S3_REGION="$GARAGE_REGION" AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
     AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$@" "$bin" backup ||
-    fail_run "$dir/m" "($v) pgbackup backup"
+    bench_fail_run "$dir/m" "($v) pgbackup backup"
   local m=$dir/m/result key stored dump files wb_own wb_rusage
   # The backup and its restore-drill manifest (<name>.manifest.json, or
   # <name without .age>.manifest.json.age when encrypted).
@@ -231,7 +188,7 @@ run_pgbackup() {
   wb_own=$(bench_get "$m" "proc.$pname.write_bytes")
   wb_rusage=$(($(bench_get "$m" time_fs_out_blocks) * 512))
   {
-    summarize_phases "$dir/m"
+    bench_summarize_phases "$dir/m"
     echo "rss_kb=$(bench_get "$m" "proc.$pname.hwm_kb")"
     echo "rss_what=pgbackup"
     echo "pgdump_rss_kb=$(bench_get "$m" proc.pg_dump.hwm_kb)"
@@ -287,11 +244,11 @@ run_file() {
   shift 3
   local dir=$RUNS_DIR/$v.$r key
   key=$v/r$r/$(basename "$file")
-  bench_measure "$dir/dump" -- "$@" || fail_run "$dir/dump" "($v) dump"
+  bench_measure "$dir/dump" -- "$@" || bench_fail_run "$dir/dump" "($v) dump"
   local size
   size=$(stat -c %s "$file")
   bench_measure "$dir/upload" -- "$BENCH_S3" s3 cp --only-show-errors "$file" "s3://$BUCKET/$key" ||
-    fail_run "$dir/upload" "($v) upload"
+    bench_fail_run "$dir/upload" "($v) upload"
   local stored
   stored=$(s3_size "$BUCKET" "$key")
   [[ $stored == "$size" ]] || bench_die "($v) uploaded $stored bytes of $size"
@@ -303,9 +260,9 @@ run_file() {
     bench_log "($v) verified: the file is readable, the upload has its size"
   fi
   local big
-  big=$(largest_process "$dir/dump" "$dir/upload")
+  big=$(bench_largest_process "$dir/dump" "$dir/upload")
   {
-    summarize_phases "$dir/dump" "$dir/upload"
+    bench_summarize_phases "$dir/dump" "$dir/upload"
     echo "rss_kb=${big%% *}"
     echo "rss_what=${big#* }"
     echo "stored_bytes=$stored"
@@ -389,7 +346,7 @@ else
   PGB_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
   git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || PGB_COMMIT+="+local changes"
 fi
-if has_variant bbase; then
+if bench_has_variant bbase; then
   BASE_VERSION=$("$PGBACKUP_BASELINE_BIN" --version | awk '{print $2}')
   BASE_COMMIT=${PGBACKUP_BASELINE_REV:-unknown}
 fi
@@ -428,7 +385,7 @@ report() {
   echo "- date: $STARTED; $RUNS interleaved rounds (${VARIANTS[*]}), medians"
   echo "$MACHINE" | sed 's/^/- /'
   local pgb="pgbackup $PGB_VERSION ($PGB_COMMIT, release build)"
-  ! has_variant bbase || pgb+=" and, for (bbase), pgbackup $BASE_VERSION ($BASE_COMMIT, release build)"
+  ! bench_has_variant bbase || pgb+=" and, for (bbase), pgbackup $BASE_VERSION ($BASE_COMMIT, release build)"
   echo "- PostgreSQL $PG_VERSION; $pgb; Garage $GARAGE_VERSION (single node, same machine, compression off); $AWS_VERSION"
   echo "- dataset (BENCH_SCALE=$SCALE): pgbench tables + bench_events (md5, jsonb, random bytea);" \
     "pg_database_size $(bench_fmt_bytes "$DB_SIZE"); raw dump (\`pg_dump -Fc -Z0\`) $(bench_fmt_bytes "$DUMP_BYTES");" \
@@ -467,13 +424,13 @@ report() {
     [[ $v != b* ]] || own=$(f1 "$(med "$v" own_cpu_s)")
     echo "| $(label "$v") | $(f1 "$cl") | $(f1 "$pd") | $own | $(f1 "$pg") | $(f1 "$ga") | $(f2 "$sum") | $(awk -v b="$busy" -v t="$total" 'BEGIN { printf "%.0f%%", 100 * b / t }') | $(f2 "$other") |"
   done
-  if has_variant b && has_variant bbase; then
+  if bench_has_variant b && bench_has_variant bbase; then
     echo
     echo "(b) against (bbase), round by round. The two run back to back in each round, so they share the" \
       "machine's load; the per-round ratio is steadier than the ratio of medians."
     pair_table b bbase
   fi
-  if has_variant b && has_variant benc; then
+  if bench_has_variant b && bench_has_variant benc; then
     echo
     echo "(benc) against (b), round by round: what encryption adds. Each round runs them in the order of" \
       "BENCH_VARIANTS (${VARIANTS[*]}); next to each other they share the machine's load, and the per-round" \
@@ -497,7 +454,7 @@ report() {
   echo "| peak RSS of pgbackup ≤ 64 MiB | $(mib "$brss") (max over rounds, VmHWM of the pgbackup process) | $(pf "$brss" 65536) |"
   echo "| stored ≤ 1.1 × \`pg_dump -Fc\` | $(f2 "$bstored") × ($(bench_fmt_bytes "$(med b stored_bytes)") vs $(bench_fmt_bytes "$REF_SIZE")) | $(pf "$bstored" 1.1) |"
   echo "| zero bytes of temporary files | $btemp bytes written by pgbackup + pg_dump; $bfiles files in TMPDIR/HOME/cwd | $(pf "$((btemp + bfiles))" 0) |"
-  if has_variant b && has_variant benc; then
+  if bench_has_variant b && bench_has_variant benc; then
     # The wall target is on the per-round ratios (the two share each round's
     # load); the memory target on each variant's worst round, as for (b).
     local eratio ermin ermax erss drss dmin='' dmax='' d efiles etemp
@@ -540,7 +497,7 @@ report() {
     "getrusage's block output of the command and its children; for (b) TMPDIR, HOME and the working directory" \
     "are empty directories, checked to be still empty. Uploads in (c), (d) use the AWS CLI's defaults" \
     "(8 MiB parts, 10 in flight). Round 1 of each variant is verified untimed (sha256 metadata, pg_restore -l)."
-  ! has_variant benc ||
+  ! bench_has_variant benc ||
     echo "For (benc) that is the sha256 of the encrypted bytes as stored, then \`age -d\` with the run's" \
       "identity before zstd -d; the object ends in .age and its manifest in .manifest.json.age."
   echo "Run: \`bench/backup.sh\` (BENCH_RUNS=$RUNS BENCH_SCALE=$SCALE BENCH_VARIANTS=\"${VARIANTS[*]}\")."

@@ -69,13 +69,8 @@ read -r -a VARIANTS <<<"${BENCH_VARIANTS:-p1 p2 dumpall}"
 for v in "${VARIANTS[@]}"; do
   [[ $v =~ ^(p1|p2|dumpall)$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS (p1, p2, dumpall)"
 done
-has_variant() {
-  local v
-  for v in "${VARIANTS[@]}"; do [[ $v != "$1" ]] || return 0; done
-  return 1
-}
 # The targets compare p2 with both others.
-for v in p1 p2 dumpall; do has_variant "$v" || bench_die "BENCH_VARIANTS must include $v"; done
+for v in p1 p2 dumpall; do bench_has_variant "$v" || bench_die "BENCH_VARIANTS must include $v"; done
 
 # The per-database dataset: lib.sh's (pgbench tables + bench_events), in the
 # proportions of its full scale (about 60 % pgbench, 40 % events by size).
@@ -104,43 +99,6 @@ mkdir -p "$RUNS_DIR" "$BENCH_WORK/files"
 db_name() { printf '%s_%0*d' "$1" "$3" "$2"; }
 
 # ---- helpers shared by both phases ------------------------------------------
-
-# summarize_phases DIR...: sums the CPU and wall of the measured phases.
-summarize_phases() {
-  local wall=0 ccpu=0 pg=0 g=0 busy=0 total=0 trss=0 d r t
-  for d in "$@"; do
-    r=$d/result
-    wall=$(bench_calc "$wall + $(bench_get "$r" wall_s)")
-    ccpu=$(bench_calc "$ccpu + $(bench_get "$r" time_user_s) + $(bench_get "$r" time_sys_s)")
-    pg=$(bench_calc "$pg + $(bench_get "$r" pg_cpu_s)")
-    g=$(bench_calc "$g + $(bench_get "$r" garage_cpu_s)")
-    busy=$(bench_calc "$busy + $(bench_get "$r" sys_busy_s)")
-    total=$(bench_calc "$total + $(bench_get "$r" sys_total_s)")
-    t=$(bench_get "$r" time_maxrss_kb)
-    ((t <= trss)) || trss=$t
-  done
-  echo "wall_s=$wall"
-  echo "client_cpu_s=$ccpu"
-  echo "pg_cpu_s=$pg"
-  echo "garage_cpu_s=$g"
-  echo "sys_busy_s=$busy"
-  echo "sys_total_s=$total"
-  echo "time_rss_kb=$trss"
-}
-
-# The largest process seen in the phases: "<kB> <name>".
-largest_process() {
-  local d
-  for d in "$@"; do cat "$d/result"; done | awk -F'[.=]' '/^proc\..*\.hwm_kb=/ { n = $0; sub(/^proc\./, "", n); sub(/\.hwm_kb=.*/, "", n)
-      if ($NF + 0 > best) { best = $NF + 0; name = n } } END { print best + 0, name }'
-}
-
-fail_run() {
-  local dir=$1 what=$2
-  bench_log "$what failed; its stdout and stderr:"
-  tail -20 "$dir/stdout" "$dir/stderr" >&2 || true
-  bench_die "$what failed"
-}
 
 # s3_listing PREFIX: "key size" per object under PREFIX (the CLI follows the
 # pages of list-objects-v2 itself).
@@ -178,7 +136,7 @@ run_pgbackup() {
     BACKUP_FILE_PREFIX="$prefix" AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" \
     AWS_S3_REGION="$GARAGE_REGION" AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" \
     AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET" "$PGBACKUP_BIN" backup ||
-    fail_run "$dir/m" "($v) pgbackup backup"
+    bench_fail_run "$dir/m" "($v) pgbackup backup"
   local m=$dir/m/result out=$dir/m/stdout lines failed
   lines=$(grep -c '^database ' "$out" || true)
   failed=$(grep -c '^database .* FAILED ' "$out" || true)
@@ -200,7 +158,7 @@ run_pgbackup() {
   wb_own=$(bench_get "$m" "proc.$pname.write_bytes")
   wb_rusage=$(($(bench_get "$m" time_fs_out_blocks) * 512))
   {
-    summarize_phases "$dir/m"
+    bench_summarize_phases "$dir/m"
     echo "rss_kb=$(bench_get "$m" "proc.$pname.hwm_kb")"
     echo "rss_what=pgbackup"
     echo "pgdump_rss_kb=$(bench_get "$m" proc.pg_dump.hwm_kb)"
@@ -248,11 +206,11 @@ run_dumpall() {
   local dir=$RUNS_DIR/$v.$r file=$BENCH_WORK/files/all.sql.gz key
   key=$v/r$r/all.sql.gz
   bench_measure "$dir/dump" -- bash -c 'set -o pipefail; "$1" --no-password --dbname="$2" | gzip >"$3"' sh \
-    "$PG_DUMPALL" "$(pg_url_nopw postgres)" "$file" || fail_run "$dir/dump" "($v) pg_dumpall | gzip"
+    "$PG_DUMPALL" "$(pg_url_nopw postgres)" "$file" || bench_fail_run "$dir/dump" "($v) pg_dumpall | gzip"
   local size
   size=$(stat -c %s "$file")
   bench_measure "$dir/upload" -- "$BENCH_S3" s3 cp --only-show-errors "$file" "s3://$BUCKET/$key" ||
-    fail_run "$dir/upload" "($v) upload"
+    bench_fail_run "$dir/upload" "($v) upload"
   local stored
   stored=$(s3_size "$BUCKET" "$key")
   [[ $stored == "$size" ]] || bench_die "($v) uploaded $stored bytes of $size"
@@ -264,9 +222,9 @@ run_dumpall() {
     bench_log "($v) verified: gzip -t passes, $created CREATE DATABASE, the upload has the file's size"
   fi
   local big
-  big=$(largest_process "$dir/dump" "$dir/upload")
+  big=$(bench_largest_process "$dir/dump" "$dir/upload")
   {
-    summarize_phases "$dir/dump" "$dir/upload"
+    bench_summarize_phases "$dir/dump" "$dir/upload"
     echo "rss_kb=${big%% *}"
     echo "rss_what=${big#* }"
     echo "stored_bytes=$stored"
@@ -317,7 +275,7 @@ bench_log "dataset ready in ${GEN_S}s: $NDB databases, $(bench_fmt_bytes "$DB_TO
 # The warm-up and size reference: the plain SQL of the whole server.
 bench_log "reference: pg_dumpall > /dev/null (untimed in the comparison; warms the page cache)"
 bench_measure "$RUNS_DIR/ref" -- sh -c 'set -e; "$1" --no-password --dbname="$2" | wc -c >"$3"' sh \
-  "$PG_DUMPALL" "$(pg_url_nopw postgres)" "$RUNS_DIR/ref.bytes" || fail_run "$RUNS_DIR/ref" "reference pg_dumpall"
+  "$PG_DUMPALL" "$(pg_url_nopw postgres)" "$RUNS_DIR/ref.bytes" || bench_fail_run "$RUNS_DIR/ref" "reference pg_dumpall"
 REF_BYTES=$(tr -d ' ' <"$RUNS_DIR/ref.bytes")
 REF_WALL=$(bench_get "$RUNS_DIR/ref/result" wall_s)
 bench_log "reference: $(bench_fmt_bytes "$REF_BYTES") of SQL in ${REF_WALL}s"

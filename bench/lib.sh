@@ -784,3 +784,52 @@ proc_fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 
 # proc_zombie_children PID: children of PID in state Z.
 proc_zombie_children() { ps -o stat= --ppid "$1" 2>/dev/null | grep -c '^Z' || true; }
+
+# ---- shared by the benchmark scripts --------------------------------------
+
+# bench_has_variant V: whether V is in the script's VARIANTS array.
+bench_has_variant() {
+  local v
+  for v in "${VARIANTS[@]}"; do [[ $v != "$1" ]] || return 0; done
+  return 1
+}
+
+# bench_summarize_phases DIR...: the wall time and CPU of the measured
+# phases (bench_measure results), summed, as key=value lines.
+bench_summarize_phases() {
+  local wall=0 ccpu=0 pg=0 g=0 busy=0 total=0 trss=0 d r t
+  for d in "$@"; do
+    r=$d/result
+    wall=$(bench_calc "$wall + $(bench_get "$r" wall_s)")
+    ccpu=$(bench_calc "$ccpu + $(bench_get "$r" time_user_s) + $(bench_get "$r" time_sys_s)")
+    pg=$(bench_calc "$pg + $(bench_get "$r" pg_cpu_s)")
+    g=$(bench_calc "$g + $(bench_get "$r" garage_cpu_s)")
+    busy=$(bench_calc "$busy + $(bench_get "$r" sys_busy_s)")
+    total=$(bench_calc "$total + $(bench_get "$r" sys_total_s)")
+    t=$(bench_get "$r" time_maxrss_kb)
+    ((t <= trss)) || trss=$t
+  done
+  echo "wall_s=$wall"
+  echo "client_cpu_s=$ccpu"
+  echo "pg_cpu_s=$pg"
+  echo "garage_cpu_s=$g"
+  echo "sys_busy_s=$busy"
+  echo "sys_total_s=$total"
+  echo "time_rss_kb=$trss"
+}
+
+# bench_largest_process DIR...: the largest process seen in the phases,
+# "<kB> <name>".
+bench_largest_process() {
+  local d
+  for d in "$@"; do cat "$d/result"; done | awk -F'[.=]' '/^proc\..*\.hwm_kb=/ { n = $0; sub(/^proc\./, "", n); sub(/\.hwm_kb=.*/, "", n)
+      if ($NF + 0 > best) { best = $NF + 0; name = n } } END { print best + 0, name }'
+}
+
+# bench_fail_run DIR WHAT: a measured command failed: show its output, stop.
+bench_fail_run() {
+  local dir=$1 what=$2
+  bench_log "$what failed; its stdout and stderr:"
+  tail -20 "$dir/stdout" "$dir/stderr" >&2 || true
+  bench_die "$what failed"
+}

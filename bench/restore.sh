@@ -65,9 +65,8 @@ fi
 read -r -a VARIANTS <<<"${BENCH_VARIANTS:-x y z w}"
 for v in "${VARIANTS[@]}"; do [[ $v =~ ^([xyzw]|xe|ye)$ ]] || bench_die "unknown variant '$v' in BENCH_VARIANTS"; done
 [[ " ${VARIANTS[*]} " == *" z "* ]] || bench_die "BENCH_VARIANTS must include z (the baseline)"
-has_variant() { [[ " ${VARIANTS[*]} " == *" $1 "* ]]; }
 ENCRYPTED=
-if has_variant xe || has_variant ye; then
+if bench_has_variant xe || bench_has_variant ye; then
   ENCRYPTED=1
   command -v age-keygen >/dev/null || bench_die "variants xe, ye need age-keygen (apt-get install age)"
 fi
@@ -321,15 +320,15 @@ report() {
   local p n o
   for p in "xe x" "ye y"; do
     read -r n o <<<"$p"
-    has_variant "$n" || continue
-    has_variant "$o" || continue
+    bench_has_variant "$n" || continue
+    bench_has_variant "$o" || continue
     pair_ratios "$n" "$o"
     echo "| ($n) ≤ 1.05 × ($o) (median of the per-round ratios) | $(f2 "$PAIR_MED") × (rounds $(f2 "$PAIR_MIN")–$(f2 "$PAIR_MAX"); medians $(f1 "$(med "$n" wall_s)") s vs $(f1 "$(med "$o" wall_s)") s) | $(pf "$PAIR_MED" 1.05) |"
   done
   for p in "xe x" "ye y"; do
     read -r n o <<<"$p"
-    has_variant "$n" || continue
-    has_variant "$o" || continue
+    bench_has_variant "$n" || continue
+    bench_has_variant "$o" || continue
     pair_table "$n" "$o"
   done
   if [[ " ${VARIANTS[*]} " == *" w "* ]]; then
