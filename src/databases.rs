@@ -9,7 +9,7 @@
 //! [`naming::globals_prefix`]. Every object of a run carries the run's start
 //! time in its name, which is how `restore --all` finds a run's databases.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +27,6 @@ const ALL_DATABASES: &str = "SELECT datname FROM pg_catalog.pg_database \
 /// What one run of several databases did.
 #[derive(Debug)]
 pub struct RunReport {
-    /// The time every object of the run is named after.
-    pub at: DateTime<Utc>,
     /// One outcome per database, in the order they were found.
     pub databases: Vec<Outcome>,
     /// The globals' backup; None when BACKUP_GLOBALS is off.
@@ -135,7 +133,6 @@ pub async fn run(
         });
     }
     Ok(RunReport {
-        at,
         databases: join_all(dumps).await,
         globals,
     })

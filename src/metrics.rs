@@ -276,11 +276,6 @@ impl Metrics {
         m
     }
 
-    /// The database this view records for.
-    pub fn database(&self) -> &str {
-        &self.db.database
-    }
-
     /// Stops exporting this database's series (a dropped database): its
     /// alerts then see the series vanish rather than a stale value.
     pub fn forget(&self) {

@@ -322,18 +322,8 @@ fn a_file_encrypted_by_the_age_tool_is_read_by_pgbackup() {
     let stem = "2026-01-25_03-00-00.dump.zst";
     let prefix = &plain_key[..plain_key.len() - stem.len()];
     let later = format!("{prefix}2099-01-01_00-00-00.dump.zst.age");
-    rt().block_on(async {
-        garage()
-            .client()
-            .put_object()
-            .bucket(&bucket)
-            .key(&later)
-            .metadata("sha256", sha256_hex(&sealed))
-            .body(sealed.clone().into())
-            .send()
-            .await
-            .unwrap();
-    });
+    let meta = [("sha256".to_string(), sha256_hex(&sealed))].into();
+    garage().put(&bucket, &later, sealed.clone(), meta);
     let mut with_id = env.clone();
     with_id.extend(vars(&[(
         "BACKUP_ENCRYPTION_IDENTITY_FILE",
@@ -353,18 +343,8 @@ fn a_file_encrypted_by_the_age_tool_is_read_by_pgbackup() {
     let mut bad = sealed.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x01;
-    rt().block_on(async {
-        garage()
-            .client()
-            .put_object()
-            .bucket(&bucket)
-            .key(&later)
-            .metadata("sha256", sha256_hex(&sealed))
-            .body(bad.into())
-            .send()
-            .await
-            .unwrap();
-    });
+    let meta = [("sha256".to_string(), sha256_hex(&sealed))].into();
+    garage().put(&bucket, &later, bad, meta);
     let target = new_db_name("enc_bad");
     let run = pgbackup(
         &["restore", &later, "--target-url", &pg.url(&target)],

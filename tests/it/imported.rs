@@ -26,20 +26,6 @@ fn template_dump(db: &str) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-fn put(bucket: &str, key: &str, body: Vec<u8>) {
-    rt().block_on(async {
-        garage()
-            .client()
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
-    });
-}
-
 fn listed(env: &[(String, String)]) -> serde_json::Value {
     let run = pgbackup(&["list", "--json"], env);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -57,9 +43,14 @@ fn the_templates_backups_are_listed_restored_verified_and_kept() {
     let newest = format!("{FOLDER}/backup-2025-03-01T05-00-00-123Z.tar.gz");
     let older = format!("{FOLDER}/backup-2025-02-01T05-00-00-000Z.tar.gz");
     let cut = format!("{FOLDER}/backup-2025-01-01T05-00-00-000Z.tar.gz");
-    put(&bucket, &newest, gz.clone());
-    put(&bucket, &older, gz.clone());
-    put(&bucket, &cut, gz[..gz.len() / 2].to_vec());
+    garage().put(&bucket, &newest, gz.clone(), Default::default());
+    garage().put(&bucket, &older, gz.clone(), Default::default());
+    garage().put(
+        &bucket,
+        &cut,
+        gz[..gz.len() / 2].to_vec(),
+        Default::default(),
+    );
     // Near misses of the shape: never listed, restored or deleted.
     let foreign = [
         format!("{FOLDER}/backup-2025-03-01T05-00-00-123Z.tar"),
@@ -68,7 +59,7 @@ fn the_templates_backups_are_listed_restored_verified_and_kept() {
         "backup-2025-03-01T05-00-00-123Z.tar.gz".to_string(),
     ];
     for k in &foreign {
-        put(&bucket, k, b"not a backup".to_vec());
+        garage().put(&bucket, k, b"not a backup".to_vec(), Default::default());
     }
     let mut env = vars(&[
         ("BACKUP_DATABASE_URL", &pg.url(&src)),
@@ -197,7 +188,7 @@ fn the_templates_full_variable_set_keeps_working() {
     load_fixture(pg, &src, 500);
     let bucket = garage().bucket("tmpl-full");
     let old = format!("{FOLDER}/backup-2025-03-01T05-00-00-123Z.tar.gz");
-    put(&bucket, &old, template_dump(&src));
+    garage().put(&bucket, &old, template_dump(&src), Default::default());
     // Every variable the template documents, with the template's values.
     let mut env = garage().env(&bucket);
     env.extend(vars(&[

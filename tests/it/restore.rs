@@ -81,27 +81,6 @@ fn no_secrets(run: &Run) {
     assert!(!run.all().contains(&garage().secret), "S3 secret leaked");
 }
 
-/// Replaces an object's bytes through the SDK, keeping its metadata.
-fn rewrite(
-    bucket: &str,
-    key: &str,
-    body: Vec<u8>,
-    meta: std::collections::HashMap<String, String>,
-) {
-    rt().block_on(async {
-        garage()
-            .client()
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .set_metadata(Some(meta))
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
-    });
-}
-
 /// Names of scratch databases a drill mentioned in its log.
 fn scratch_names(run: &Run) -> Vec<String> {
     let mut out = Vec::new();
@@ -269,7 +248,7 @@ fn corrupt_and_truncated_objects_are_caught_by_verify_and_restore() {
             ("truncated", truncated),
             ("appended", appended),
         ] {
-            rewrite(&bucket, &key, body, meta.clone());
+            garage().put(&bucket, &key, body, meta.clone());
             let ctx = format!("{format}/{compression} {what}");
 
             let run = pgbackup(&["verify", &key], &env);
@@ -294,7 +273,7 @@ fn corrupt_and_truncated_objects_are_caught_by_verify_and_restore() {
                 "{ctx}: the created database was left behind"
             );
         }
-        rewrite(&bucket, &key, good, meta);
+        garage().put(&bucket, &key, good, meta);
         let run = pgbackup(&["verify", &key], &env);
         assert_eq!(run.code, 0, "{}", run.all());
     }
@@ -444,7 +423,7 @@ fn the_drill_checks_rows_against_the_manifest() {
     tables[empty]["has_rows"] = serde_json::Value::Bool(true);
     let body = serde_json::to_vec(&m).unwrap();
     meta.insert("sha256".into(), sha256_hex(&body));
-    rewrite(&bucket, &mkey, body, meta);
+    garage().put(&bucket, &mkey, body, meta);
     let run = pgbackup(&["verify", "latest", "--restore"], &env);
     expect_failure(
         &run,
@@ -475,13 +454,13 @@ fn list_json_is_newest_first_and_latest_resolves_everywhere() {
     // An old copy, and objects that are not backups: never listed.
     let (body, meta) = garage().get(&bucket, &k1);
     let ancient = "backup_2020-01-01_00-00-00.dump.zst".to_string();
-    rewrite(&bucket, &ancient, body.clone(), meta.clone());
+    garage().put(&bucket, &ancient, body.clone(), meta.clone());
     for foreign in [
         "backup_latest.dump.zst",
         "notes.txt",
         "backup_2020-01-01_00-00-00.dump.zst.bak",
     ] {
-        rewrite(
+        garage().put(
             &bucket,
             foreign,
             b"not a backup".to_vec(),
@@ -612,7 +591,7 @@ fn parallel_restore_spools_verifies_and_leaves_no_file() {
     let mut bad = good.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
-    rewrite(&bucket, &key, bad, meta);
+    garage().put(&bucket, &key, bad, meta);
     let target = new_db_name("jobsbad");
     let run = pgbackup(
         &[

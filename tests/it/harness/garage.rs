@@ -249,6 +249,28 @@ root_domain = ".s3.garage.localhost"
         backups
     }
 
+    /// Writes an object through the SDK, with `meta` as its user metadata
+    /// (e.g. `sha256`): objects pgbackup did not write, or replaced ones.
+    pub fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        meta: std::collections::HashMap<String, String>,
+    ) {
+        rt().block_on(async {
+            self.client()
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .set_metadata(Some(meta))
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+
     /// Multipart uploads still open in the bucket.
     pub fn pending_uploads(&self, bucket: &str) -> usize {
         rt().block_on(async {
