@@ -291,7 +291,10 @@ fn store_stopped_mid_upload_and_back_before_retries_run_out() {
         Duration::from_secs(60),
         || proxy.is_down(),
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Longer than the SDK's own retries of one request (3 attempts, less
+    // than 3 s of backoff), so that pgbackup's part retry has to act; far
+    // shorter than that retry's budget (1 + 2 + 4 + 8 s of waits).
+    std::thread::sleep(Duration::from_secs(6));
     proxy.restore();
     let status = child
         .wait_timeout(Duration::from_secs(120))
@@ -300,7 +303,7 @@ fn store_stopped_mid_upload_and_back_before_retries_run_out() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         status.success(),
-        "backup should survive a 2 s outage: {err}"
+        "backup should survive a 6 s outage: {err}"
     );
     assert!(err.contains("retrying part"), "a part was retried: {err}");
     assert_one_good_backup(&bucket);
