@@ -96,6 +96,28 @@ pub const VARIABLES: &[&str] = &[
     "BACKUP_HEALTHCHECK_PASSWORD_FILE",
     "BACKUP_HEALTHCHECK_CERT_FILE",
     "BACKUP_HEALTHCHECK_KEY_FILE",
+    "BACKUP_WAL_ARCHIVE",
+    "BACKUP_WAL_SLOT",
+    "BACKUP_WAL_FLUSH_SECONDS",
+    "BACKUP_WAL_SPOOL_DIR",
+    "BACKUP_WAL_SPOOL_MAX_SEGMENTS",
+    "BACKUP_BASEBACKUP_CRON_SCHEDULE",
+];
+
+/// What `pgbackup wal-fetch` needs to read WAL back: the store, the names,
+/// and the identity of encrypted backups.
+pub const WAL_FETCH_VARIABLES: &[&str] = &[
+    "AWS_S3_BUCKET",
+    "AWS_S3_ENDPOINT",
+    "AWS_S3_REGION",
+    "AWS_S3_FORCE_PATH_STYLE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "BACKUP_LOCAL_DIR",
+    "BACKUP_FILE_PREFIX",
+    "BUCKET_SUBFOLDER",
+    "BACKUP_ENCRYPTION_IDENTITY_FILE",
 ];
 
 /// The variables that hold secrets: each also comes from a file, named by
@@ -147,6 +169,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("BACKUP_LISTEN_ADDRESS", "0.0.0.0:9854"),
     ("BACKUP_MAX_AGE_HOURS", "25"),
     ("BACKUP_PUSHGATEWAY_JOB", "backup"),
+    ("BACKUP_WAL_ARCHIVE", "false"),
+    ("BACKUP_WAL_SLOT", "pgbackup"),
+    ("BACKUP_WAL_FLUSH_SECONDS", "60"),
+    ("BACKUP_WAL_SPOOL_DIR", "/var/lib/pgbackup/wal"),
+    ("BACKUP_WAL_SPOOL_MAX_SEGMENTS", "64"),
 ];
 
 /// BACKUP_COMPRESSION_LEVEL's default depends on BACKUP_COMPRESSION.
@@ -192,6 +219,37 @@ impl Vars {
             }
         }
         Self::build(vars, not_unicode)
+    }
+
+    /// The environment, with a file's `NAME=value` lines over it (`#`
+    /// comments and blank lines skipped).
+    pub fn from_env_and_file(path: &Path) -> Result<Vars, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("--env-file", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let mut all: BTreeMap<String, String> = std::env::vars().collect();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(ConfigError::new(
+                    "--env-file",
+                    format!("{}: a line without NAME=value", path.display()),
+                ));
+            };
+            all.insert(k.trim().to_string(), v.to_string());
+        }
+        Self::new(all)
+    }
+
+    /// The values of `names` that are set, under those names; `_FILE`
+    /// secrets come as their values.
+    pub fn export(&self, names: &[&'static str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .filter_map(|n| Some((n.to_string(), self.get(n).ok()??.to_string())))
+            .collect()
     }
 
     /// Any list of variables (tests, or a caller's own).
@@ -1240,6 +1298,81 @@ impl EncryptionConfig {
     }
 }
 
+/// Point-in-time recovery: WAL streaming and base backups.
+#[derive(Debug, Clone)]
+pub struct WalConfig {
+    /// `run` streams WAL into the store (BACKUP_WAL_ARCHIVE).
+    pub archive: bool,
+    /// The physical replication slot.
+    pub slot: String,
+    /// The segment in progress is stored at least this often.
+    pub flush: Duration,
+    /// Where pg_receivewal writes until a segment is stored: a volume that
+    /// outlives the process, since the slot is told "flushed" once WAL is here.
+    pub spool: PathBuf,
+    /// pg_receivewal is paused while the spool holds this many segments
+    /// (the slot keeps the rest on the server).
+    pub spool_max_segments: u32,
+    /// When `run` takes base backups.
+    pub basebackup_cron: Cron,
+}
+
+/// Slot names: what PostgreSQL accepts (lower case, digits, underscore).
+fn slot_name(s: &str) -> Result<String, ConfigError> {
+    let s = s.trim();
+    if s.is_empty()
+        || s.len() > 63
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(invalid(
+            "BACKUP_WAL_SLOT",
+            format!("{s:?} is not a replication slot name (lower-case letters, digits and _, at most 63)"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+impl WalConfig {
+    pub fn read(v: &Vars) -> Result<WalConfig, ConfigError> {
+        let flush = parse_seconds(
+            "BACKUP_WAL_FLUSH_SECONDS",
+            v.or_default("BACKUP_WAL_FLUSH_SECONDS")?,
+            86_400.0,
+        )?;
+        if flush < Duration::from_secs(1) {
+            return Err(invalid("BACKUP_WAL_FLUSH_SECONDS", "must be at least 1"));
+        }
+        let max = parse_u32(
+            "BACKUP_WAL_SPOOL_MAX_SEGMENTS",
+            v.or_default("BACKUP_WAL_SPOOL_MAX_SEGMENTS")?,
+            1_000_000,
+        )?;
+        if max < 2 {
+            return Err(invalid(
+                "BACKUP_WAL_SPOOL_MAX_SEGMENTS",
+                "must be at least 2",
+            ));
+        }
+        let basebackup_cron = match v.get("BACKUP_BASEBACKUP_CRON_SCHEDULE")? {
+            Some(s) => Cron::parse("BACKUP_BASEBACKUP_CRON_SCHEDULE", s)?,
+            None => Cron::parse(
+                "BACKUP_CRON_SCHEDULE",
+                v.or_default("BACKUP_CRON_SCHEDULE")?,
+            )?,
+        };
+        Ok(WalConfig {
+            archive: parse_bool(v, "BACKUP_WAL_ARCHIVE")?,
+            slot: slot_name(v.or_default("BACKUP_WAL_SLOT")?)?,
+            flush,
+            spool: PathBuf::from(v.or_default("BACKUP_WAL_SPOOL_DIR")?.trim()),
+            spool_max_segments: max,
+            basebackup_cron,
+        })
+    }
+}
+
 /// The whole configuration, for the commands that back up (`run`,
 /// `backup`, `check`).
 #[derive(Debug, Clone)]
@@ -1254,6 +1387,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub encryption: EncryptionConfig,
     pub databases: DatabasesConfig,
+    pub wal: WalConfig,
 }
 
 impl Config {
@@ -1269,6 +1403,7 @@ impl Config {
         let batch = BatchConfig::read(v)?;
         let encryption = EncryptionConfig::read(v)?;
         let databases = DatabasesConfig::read(v)?;
+        let wal = WalConfig::read(v)?;
         Ok(Config {
             store,
             dump,
@@ -1280,6 +1415,7 @@ impl Config {
             batch,
             encryption,
             databases,
+            wal,
         })
     }
 

@@ -207,6 +207,29 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         runner,
         Notifications::from_config(&cfg),
     );
+    // Point-in-time recovery: the slot is checked before anything else, so
+    // a missing privilege stops start-up with what to grant.
+    let stop_physical = CancellationToken::new();
+    let mut physical = Vec::new();
+    if cfg.wal.archive {
+        daemon.metrics.enable_physical();
+        let mut archiver = crate::wal::archiver::Archiver::new(
+            cfg.clone(),
+            daemon.store.clone(),
+            daemon.metrics.clone(),
+        );
+        let tools = archiver
+            .prepare()
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("WAL archiving cannot start"))?;
+        physical.push(tokio::spawn(archiver.run(tools, stop_physical.clone())));
+        physical.push(tokio::spawn(crate::wal::base::schedule(
+            cfg.clone(),
+            daemon.store.clone(),
+            daemon.metrics.clone(),
+            stop_physical.clone(),
+        )));
+    }
     let stop_http = CancellationToken::new();
     let server = http::spawn(listener, daemon.state.clone(), security, stop_http.clone())
         .context("cannot start the HTTP server")?;
@@ -219,6 +242,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         "pgbackup daemon started"
     );
     daemon.serve(shutdown).await;
+    stop_physical.cancel();
+    for t in physical {
+        // What is left in the spool is stored at the next start.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     stop_http.cancel();
     let _ = server.await;
     Ok(())

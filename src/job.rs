@@ -264,84 +264,27 @@ async fn backup(
         snapshot,
         _lock,
     } = prepare(cfg, storage, cancel, spec).await?;
-    let mut cmd = pg_dump_command(cfg, &tools, snapshot.as_ref(), priority, spec.source);
+    let cmd = pg_dump_command(cfg, &tools, snapshot.as_ref(), priority, spec.source);
     let tool = match spec.source {
         Source::Database => "pg_dump",
         Source::Globals { .. } => "pg_dumpall",
     };
-    let mut child = cmd.spawn().map_err(|e| {
-        JobError::permanent(
-            Stage::Dump,
-            format!("cannot start {}: {e}", tools.bin(tool).display()),
-        )
-    })?;
-    let mut group = GroupGuard(child.id().and_then(|p| Pid::from_raw(p as i32)));
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    // A bigger pipe means fewer wakeups on a fast dump; failure is harmless.
-    let _ = rustix::pipe::fcntl_setpipe_size(&stdout, 1 << 20);
-    // Drain stderr concurrently: a full stderr pipe would block pg_dump.
-    let stderr_task = tokio::spawn(pg::drain_tail(stderr));
-
-    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
-    let compression = cfg.dump.compression;
-    let recipients = cfg.encryption.recipients.clone();
-    // The compressor reads the pipe with plain blocking reads on a thread of
-    // its own: no runtime wakeups per read, and its priority can be lowered
-    // without touching a pooled thread.
-    let reader = blocking_reader(stdout)
-        .map_err(|e| JobError::permanent(Stage::Dump, format!("pg_dump's output: {e}")))?;
-    let (done, compressor) = tokio::sync::oneshot::channel();
-    let nice = priority.nice();
-    std::thread::Builder::new()
-        .name("pgbackup-compress".into())
-        .spawn(move || {
-            if let Some(n) = nice {
-                renice_this_thread(n);
-            }
-            let _ = done.send(compress(reader, compression, recipients.as_deref(), tx));
-        })
-        .map_err(|e| {
-            JobError::transient(Stage::Compress, format!("cannot start the compressor: {e}"))
-        })?;
-
     let upload = |e| JobError::storage(Stage::Upload, e);
     let mut writer = storage.create(&key).await.map_err(upload)?;
-    let uploaded: Result<(), JobError> = async {
-        loop {
-            tokio::select! {
-                part = rx.recv() => match part {
-                    Some(p) => writer.write_part(p).await.map_err(upload)?,
-                    None => return Ok(()),
-                },
-                _ = cancel.cancelled() => return Err(cancelled()),
-            }
-        }
-    }
-    .await;
-    drop(rx);
-
-    let finished = match uploaded {
-        Err(e) => {
-            group.kill();
-            Err(e)
-        }
-        Ok(()) => {
-            let counts = compressor.await;
-            let status = tokio::select! {
-                s = child.wait() => s,
-                _ = cancel.cancelled() => { group.kill(); Err(std::io::Error::other("cancelled")) }
-            };
-            let stderr_tail = stderr_task.await.unwrap_or_default();
-            check_dump(status, counts, &stderr_tail, cancel, tool)
-        }
-    };
-    if finished.is_err() {
-        group.kill();
-    }
-    // Reap pg_dump in every case: no zombie, no orphan.
-    let _ = child.wait().await;
-    group.0 = None;
+    let finished = stream_child(
+        cmd,
+        &tools.bin(tool),
+        Streaming {
+            compression: cfg.dump.compression,
+            recipients: cfg.encryption.recipients.clone(),
+            priority,
+            tap: None,
+        },
+        writer.as_mut(),
+        cancel,
+    )
+    .await
+    .map(|(counts, _)| counts);
 
     match finished {
         Err(e) => {
@@ -377,6 +320,132 @@ async fn backup(
                 pg_dump_version: tools.version_line,
             })
         }
+    }
+}
+
+/// Runs `cmd` (a dump tool, its stdout piped), and streams its output
+/// compressed, maybe encrypted, hashed, into `writer`. Returns the counts
+/// and the end of what the tool said on stderr. Every ending other than
+/// success kills the tool's process group and reaps it; the caller aborts
+/// or commits the object.
+pub(crate) async fn stream_child(
+    mut cmd: tokio::process::Command,
+    bin: &std::path::Path,
+    how: Streaming,
+    writer: &mut dyn storage::ObjectWriter,
+    cancel: &CancellationToken,
+) -> Result<(Counts, String), JobError> {
+    let Streaming {
+        compression,
+        recipients,
+        priority,
+        tap,
+    } = how;
+    let tool = bin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut child = cmd.spawn().map_err(|e| {
+        JobError::permanent(Stage::Dump, format!("cannot start {}: {e}", bin.display()))
+    })?;
+    let mut group = GroupGuard(child.id().and_then(|p| Pid::from_raw(p as i32)));
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    // A bigger pipe means fewer wakeups on a fast dump; failure is harmless.
+    let _ = rustix::pipe::fcntl_setpipe_size(&stdout, 1 << 20);
+    // Drain stderr concurrently: a full stderr pipe would block the tool.
+    let stderr_task = tokio::spawn(pg::drain_tail(stderr));
+
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    // The compressor reads the pipe with plain blocking reads on a thread of
+    // its own: no runtime wakeups per read, and its priority can be lowered
+    // without touching a pooled thread.
+    let reader = blocking_reader(stdout)
+        .map_err(|e| JobError::permanent(Stage::Dump, format!("{tool}'s output: {e}")))?;
+    let (done, compressor) = tokio::sync::oneshot::channel();
+    let nice = priority.nice();
+    std::thread::Builder::new()
+        .name("pgbackup-compress".into())
+        .spawn(move || {
+            if let Some(n) = nice {
+                renice_this_thread(n);
+            }
+            let r = match tap {
+                Some(tap) => compress(
+                    Tapped { inner: reader, tap },
+                    compression,
+                    recipients.as_deref(),
+                    tx,
+                ),
+                None => compress(reader, compression, recipients.as_deref(), tx),
+            };
+            let _ = done.send(r);
+        })
+        .map_err(|e| {
+            JobError::transient(Stage::Compress, format!("cannot start the compressor: {e}"))
+        })?;
+
+    let upload = |e| JobError::storage(Stage::Upload, e);
+    let uploaded: Result<(), JobError> = async {
+        loop {
+            tokio::select! {
+                part = rx.recv() => match part {
+                    Some(p) => writer.write_part(p).await.map_err(upload)?,
+                    None => return Ok(()),
+                },
+                _ = cancel.cancelled() => return Err(cancelled()),
+            }
+        }
+    }
+    .await;
+    drop(rx);
+
+    let mut said = String::new();
+    let finished = match uploaded {
+        Err(e) => {
+            group.kill();
+            Err(e)
+        }
+        Ok(()) => {
+            let counts = compressor.await;
+            let status = tokio::select! {
+                s = child.wait() => s,
+                _ = cancel.cancelled() => { group.kill(); Err(std::io::Error::other("cancelled")) }
+            };
+            said = stderr_task.await.unwrap_or_default();
+            check_dump(status, counts, &said, cancel, &tool)
+        }
+    };
+    if finished.is_err() {
+        group.kill();
+    }
+    // Reap the tool in every case: no zombie, no orphan.
+    let _ = child.wait().await;
+    group.0 = None;
+    finished.map(|c| (c, said))
+}
+
+/// How [`stream_child`] treats the tool's output.
+pub(crate) struct Streaming {
+    pub compression: Compression,
+    pub recipients: Option<std::sync::Arc<Recipients>>,
+    pub priority: Priority,
+    pub tap: Option<Tap>,
+}
+
+/// Sees every byte of a tool's output on its way to the compressor.
+pub(crate) type Tap = Box<dyn FnMut(&[u8]) + Send>;
+
+struct Tapped<R> {
+    inner: R,
+    tap: Tap,
+}
+
+impl<R: Read> Read for Tapped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.tap)(&buf[..n]);
+        Ok(n)
     }
 }
 

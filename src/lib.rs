@@ -16,6 +16,9 @@
 //!   with TLS and basic auth from [`webconfig`].
 //! - [`metrics`]: the Prometheus series, read from a job's [`job::Outcome`].
 //! - [`notify`]: webhook and heartbeat after an attempt, read from its outcome.
+//! - [`wal`]: point-in-time recovery: WAL streamed from a replication slot
+//!   (`wal::archiver`), base backups (`wal::base`), their retention,
+//!   `wal-fetch` and `restore --to-time` (`wal::pitr`).
 //! - [`recover`]: a whole server from its newest run: globals, then every
 //!   database (`restore --all`).
 //! - [`verify`]: integrity check and restore drill, over [`restore`].
@@ -78,4 +81,5 @@ pub mod schedule;
 pub mod seekable;
 pub mod storage;
 pub mod verify;
+pub mod wal;
 pub mod webconfig;

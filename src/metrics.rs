@@ -96,6 +96,21 @@ pub struct Metrics {
     skipped: Family<Db, Counter>,
     globals_last_success: Family<NoLabels, F64Gauge>,
     globals_last_status: Family<NoLabels, Gauge>,
+    physical: Physical,
+}
+
+/// Point-in-time recovery's series: cluster-wide, so no `database` label,
+/// and exported only once WAL archiving or a base backup is in use.
+#[derive(Clone, Default)]
+struct Physical {
+    wal_last_archived: Family<NoLabels, F64Gauge>,
+    wal_segments: Family<NoLabels, Counter>,
+    wal_lag: Family<NoLabels, Gauge>,
+    wal_retained: Family<NoLabels, Gauge>,
+    last_basebackup: Family<NoLabels, F64Gauge>,
+    recovery_window: Family<NoLabels, F64Gauge>,
+    /// End of the oldest kept base backup: the window's start.
+    oldest_base: Arc<RwLock<Option<f64>>>,
 }
 
 impl Metrics {
@@ -127,6 +142,7 @@ impl Metrics {
             skipped: Family::default(),
             globals_last_success: Family::default(),
             globals_last_status: Family::default(),
+            physical: Physical::default(),
         };
         r.register(
             "backup_last_success_timestamp_seconds",
@@ -220,6 +236,37 @@ impl Metrics {
             "backup_globals_last_status",
             "1 if the last backup of roles and tablespaces succeeded, else 0",
             m.globals_last_status.clone(),
+        );
+        let p = &m.physical;
+        r.register(
+            "backup_wal_last_archived_timestamp_seconds",
+            "When WAL was last stored, a completed segment or the one in progress (Unix time)",
+            p.wal_last_archived.clone(),
+        );
+        r.register(
+            "backup_wal_archived_segments",
+            "Completed WAL segments stored",
+            p.wal_segments.clone(),
+        );
+        r.register(
+            "backup_wal_archive_lag_bytes",
+            "The server's current WAL position minus what the store holds",
+            p.wal_lag.clone(),
+        );
+        r.register(
+            "backup_wal_slot_retained_bytes",
+            "WAL the replication slot holds back on the server",
+            p.wal_retained.clone(),
+        );
+        r.register(
+            "backup_last_basebackup_timestamp_seconds",
+            "End of the newest stored base backup (Unix time; 0 before any)",
+            p.last_basebackup.clone(),
+        );
+        r.register(
+            "backup_recovery_window_seconds",
+            "From the oldest point a restore --to-time can reach to the newest",
+            p.recovery_window.clone(),
         );
         r.register_collector(Box::new(BuildInfo(m.pg_dump_version.clone())));
         let m = Metrics {
@@ -422,6 +469,84 @@ impl Metrics {
 
     pub fn count_skipped(&self) {
         self.skipped.get_or_create(&self.db).inc();
+    }
+
+    /// Exports the point-in-time recovery series (WAL archiving is on).
+    pub fn enable_physical(&self) {
+        let none = NoLabels::new();
+        let p = &self.physical;
+        let _ = p.wal_last_archived.get_or_create(&none);
+        let _ = p.wal_segments.get_or_create(&none);
+        let _ = p.wal_lag.get_or_create(&none);
+        let _ = p.wal_retained.get_or_create(&none);
+        let _ = p.last_basebackup.get_or_create(&none);
+        let _ = p.recovery_window.get_or_create(&none);
+    }
+
+    /// WAL was stored at `at`; `segment`: a completed one.
+    pub fn wal_archived(&self, at: DateTime<Utc>, segment: bool) {
+        let none = NoLabels::new();
+        let p = &self.physical;
+        p.wal_last_archived.get_or_create(&none).set(ts(at));
+        if segment {
+            p.wal_segments.get_or_create(&none).inc();
+        }
+        self.update_window();
+    }
+
+    /// The newest WAL object in the store, at start-up.
+    pub fn wal_seed_archived(&self, at: DateTime<Utc>) {
+        let g = self
+            .physical
+            .wal_last_archived
+            .get_or_create(&NoLabels::new());
+        if g.get() < ts(at) {
+            g.set(ts(at));
+        }
+        self.update_window();
+    }
+
+    pub fn set_wal_lag(&self, lag: u64, retained: Option<u64>) {
+        let none = NoLabels::new();
+        let p = &self.physical;
+        p.wal_lag.get_or_create(&none).set(lag as i64);
+        if let Some(r) = retained {
+            p.wal_retained.get_or_create(&none).set(r as i64);
+        }
+    }
+
+    /// The newest base backup ended at `at`.
+    pub fn set_basebackup(&self, at: DateTime<Utc>) {
+        let g = self
+            .physical
+            .last_basebackup
+            .get_or_create(&NoLabels::new());
+        if g.get() < ts(at) {
+            g.set(ts(at));
+        }
+    }
+
+    /// The oldest kept base backup ended at `at` (None: there is none).
+    pub fn set_oldest_base(&self, at: Option<DateTime<Utc>>) {
+        *self
+            .physical
+            .oldest_base
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = at.map(ts);
+        self.update_window();
+    }
+
+    fn update_window(&self) {
+        let p = &self.physical;
+        let oldest = *p.oldest_base.read().unwrap_or_else(|p| p.into_inner());
+        let newest = p.wal_last_archived.get_or_create(&NoLabels::new()).get();
+        let window = match oldest {
+            Some(o) if newest > o => newest - o,
+            _ => 0.0,
+        };
+        p.recovery_window
+            .get_or_create(&NoLabels::new())
+            .set(window);
     }
 
     /// The OpenMetrics text of every metric.

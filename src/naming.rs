@@ -32,6 +32,17 @@ pub fn object_name(prefix: &str, at: DateTime<Utc>, format: Format, c: Compressi
     )
 }
 
+/// `YYYY-MM-DD_HH-MM-SS`, as every name of ours spells a time.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.format(TS_FORMAT).to_string()
+}
+
+/// The time of a [`timestamp`]; None for any other spelling.
+pub fn parse_timestamp(ts: &str) -> Option<DateTime<Utc>> {
+    let time = NaiveDateTime::parse_from_str(ts, TS_FORMAT).ok()?.and_utc();
+    (time.format(TS_FORMAT).to_string() == ts).then_some(time)
+}
+
 /// What a backup's name says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedName {

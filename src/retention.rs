@@ -102,7 +102,7 @@ pub fn plan(
     now: DateTime<Utc>,
     s: &RetentionSettings,
 ) -> Plan {
-    let mut all: Vec<Planned> = objects
+    let all: Vec<Planned> = objects
         .iter()
         .filter_map(|o| {
             let parsed = naming::parse(prefix, &o.key).or_else(|| {
@@ -118,6 +118,11 @@ pub fn plan(
             })
         })
         .collect();
+    plan_times(all, now, s)
+}
+
+/// [`plan`] of backups already named and timed (base backups use it too).
+pub fn plan_times(mut all: Vec<Planned>, now: DateTime<Utc>, s: &RetentionSettings) -> Plan {
     // Newest first; the key breaks ties so the plan never depends on listing order.
     all.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.key.cmp(&a.key)));
 

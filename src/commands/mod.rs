@@ -2,6 +2,7 @@
 //! 2 bad configuration or usage.
 
 mod backup;
+mod basebackup;
 mod check;
 mod healthcheck;
 mod list;
@@ -10,6 +11,7 @@ mod prune;
 mod restore;
 mod run;
 mod verify;
+mod wal_fetch;
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +60,10 @@ pub enum Command {
     Presign(presign::Args),
     /// Container health check: exit 0 when the daemon here answers /healthz, else 1.
     Healthcheck,
+    /// One physical base backup now (point-in-time recovery), then retention.
+    Basebackup,
+    /// restore_command: fetch and verify one WAL file. Exit 1: not stored.
+    WalFetch(wal_fetch::Args),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -89,6 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(a).await,
         Command::Presign(a) => presign::run(a).await,
         Command::Healthcheck => healthcheck::run().await,
+        Command::Basebackup => basebackup::run(load_config()?).await,
+        Command::WalFetch(a) => wal_fetch::run(a).await,
     }
 }
 
@@ -174,8 +182,13 @@ pub fn error_line(e: &anyhow::Error) -> String {
     crate::error::one_line(&parts.join(": "))
 }
 
-/// 2 for configuration and usage errors, 1 for everything else.
+/// 2 for configuration and usage errors, 1 for everything else; for
+/// wal-fetch, 1 only for "not stored" and [`crate::wal::fetch::FATAL_EXIT`]
+/// for every failure, which PostgreSQL must not take as "not stored".
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.is::<wal_fetch::Fatal>() {
+        return crate::wal::fetch::FATAL_EXIT;
+    }
     let config = |c: &(dyn std::error::Error + 'static)| {
         c.is::<ConfigError>()
             || c.downcast_ref::<crate::error::JobError>()

@@ -8,16 +8,33 @@ use crate::error::{ConfigError, Stage};
 use crate::naming;
 use crate::recover;
 use crate::restore::{self, RestoreOptions};
+use crate::wal::pitr;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The backup, as `pgbackup list` prints it, or `latest`.
-    #[arg(value_name = "NAME|latest")]
-    pub name: String,
+    #[arg(value_name = "NAME|latest", required_unless_present = "to_time")]
+    pub name: Option<String>,
     /// postgres:// URL of the database to restore into; created when missing.
     /// Leave the password out to take it from PGPASSWORD, off the command line.
-    #[arg(long, value_name = "URL")]
-    pub target_url: String,
+    #[arg(long, value_name = "URL", required_unless_present = "to_time")]
+    pub target_url: Option<String>,
+    /// Point-in-time recovery: a data directory that recovers to this time
+    /// (RFC 3339, e.g. 2026-11-30T17:00:00Z) or to the end of the stored
+    /// WAL (`latest`), from a base backup and the WAL streamed by `run`.
+    #[arg(long, value_name = "RFC3339|latest", requires = "target_dir",
+          conflicts_with_all = ["name", "target_url", "clean", "jobs", "database", "all", "no_owner"])]
+    pub to_time: Option<String>,
+    /// With --to-time: the new data directory, empty or missing.
+    #[arg(long, value_name = "DIR", requires = "to_time")]
+    pub target_dir: Option<std::path::PathBuf>,
+    /// With --to-time: start the server (as the directory's owner) and wait
+    /// until recovery has ended.
+    #[arg(long, requires = "to_time")]
+    pub start: bool,
+    /// The port --start runs the server on.
+    #[arg(long, value_name = "PORT", default_value_t = 5432, requires = "start")]
+    pub port: u16,
     /// Replace what the target holds (custom: pg_restore --clean --if-exists;
     /// plain: its schemas are dropped first). Still one transaction.
     #[arg(long)]
@@ -43,6 +60,11 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(t) = a.to_time.clone() {
+        return to_time(a, &t).await;
+    }
+    let name = a.name.clone().unwrap_or_default();
+    let target_url = a.target_url.clone().unwrap_or_default();
     let vars = Vars::from_env()?;
     let store = StoreConfig::read(&vars)?;
     let pg_bin_dir = DumpConfig::read_pg_bin_dir(&vars)?;
@@ -51,15 +73,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Some(db) => naming::database_prefix(&store.prefix, db),
         None => store.prefix.clone(),
     };
-    if a.all && a.name.trim() != "latest" {
+    if a.all && name.trim() != "latest" {
         return Err(ConfigError::new(
             "--all",
             "restores the newest run of every database: give `latest` as the name",
         )
         .into());
     }
-    let wanted = catalog::wanted(&prefix, &a.name)?;
-    let target = target_database(&a.target_url, std::env::var("PGPASSWORD").ok())?;
+    let wanted = catalog::wanted(&prefix, &name)?;
+    let target = target_database(&target_url, std::env::var("PGPASSWORD").ok())?;
     let storage = super::open_storage(&store).await;
     let opts = RestoreOptions {
         clean: a.clean,
@@ -124,6 +146,49 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             "not stored: unverified"
         }
     );
+    Ok(())
+}
+
+/// `--to-time`: a data directory that recovers to a point in time.
+async fn to_time(a: Args, t: &str) -> anyhow::Result<()> {
+    let target = pitr::Target::parse(t).map_err(|m| ConfigError::new("--to-time", m))?;
+    let vars = Vars::from_env()?;
+    let store = StoreConfig::read(&vars)?;
+    let opts = pitr::Options {
+        target,
+        dir: std::path::absolute(a.target_dir.as_deref().unwrap_or(std::path::Path::new(".")))?,
+        start: a.start.then_some(a.port),
+        identity: EncryptionConfig::read(&vars)?.identity,
+        pg_bin_dir: DumpConfig::read_pg_bin_dir(&vars)?,
+        wal_fetch_env: vars.export(crate::config::WAL_FETCH_VARIABLES),
+        cancel: super::cancel_on_signal(),
+    };
+    let storage = super::open_storage(&store).await;
+    let r = pitr::restore(storage.as_ref(), &store.prefix, &opts).await?;
+    let to = match r.plan {
+        pitr::Plan::Time(t) => t.to_rfc3339(),
+        pitr::Plan::End => "the end of the stored WAL".to_string(),
+    };
+    println!("recovery window: {}", r.window);
+    println!(
+        "unpacked {} into {} in {:.1}s; it recovers to {to}",
+        r.base,
+        opts.dir.display(),
+        r.unpacked.as_secs_f64()
+    );
+    println!(
+        "storage settings for wal-fetch: {} (0600; delete it after recovery)",
+        r.env_file.display()
+    );
+    match r.recovered {
+        Some(d) => println!(
+            "recovery ended in {:.1}s; the server runs on port {} (stop it with: pg_ctl -D {} stop)",
+            d.as_secs_f64(),
+            a.port,
+            opts.dir.display()
+        ),
+        None => println!("start it as the directory's owner with:\n  {}", r.start_command),
+    }
     Ok(())
 }
 

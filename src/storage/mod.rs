@@ -196,6 +196,10 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, StoreError::AlreadyExists { .. })
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Transient { .. })
     }

@@ -15,6 +15,7 @@ mod imported;
 mod job;
 mod kubernetes;
 pub mod notify;
+mod pitr;
 mod proxy;
 mod recovery;
 mod restore;

@@ -1,0 +1,335 @@
+//! Point-in-time recovery against a real PostgreSQL and Garage: WAL
+//! streamed by `pgbackup run`, base backups, `restore --to-time` into a new
+//! data directory that a real server recovers, `wal-fetch` as its
+//! restore_command.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+/// A dedicated cluster (its WAL is the test's own), a bucket and a spool.
+struct Pitr {
+    pg: Postgres,
+    bucket: String,
+    spool: PathBuf,
+    addr: String,
+}
+
+impl Pitr {
+    fn new(what: &str) -> Pitr {
+        let pg = Postgres::start_dedicated();
+        pg.psql(
+            "postgres",
+            "CREATE TABLE t (id serial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), pad text)",
+        );
+        let spool = temp_dir("spool");
+        Pitr {
+            pg,
+            bucket: garage().bucket(what),
+            spool,
+            addr: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = vars(&[
+            ("BACKUP_DATABASE_URL", &self.pg.url("postgres")),
+            ("BACKUP_LISTEN_ADDRESS", &self.addr),
+            ("BACKUP_WAL_ARCHIVE", "true"),
+            ("BACKUP_WAL_FLUSH_SECONDS", "1"),
+            ("BACKUP_WAL_SPOOL_DIR", &self.spool.to_string_lossy()),
+            // Base backups only when a test takes them.
+            ("BACKUP_CRON_SCHEDULE", "0 3 1 1 *"),
+        ]);
+        env.extend(garage().env(&self.bucket));
+        env
+    }
+
+    fn daemon(&self) -> Guard {
+        self.daemon_with(&self.env())
+    }
+
+    fn daemon_with(&self, env: &[(String, String)]) -> Guard {
+        let mut cmd = pgbackup_cmd(&["run"], env);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let g = Guard::spawn(&mut cmd);
+        wait_http(&self.addr, "/healthz");
+        g
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let (code, body) = http_get(&self.addr, "/metrics");
+        assert_eq!(code, 200);
+        metric(&body, &format!("{name}{{}}")).unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+    }
+
+    fn basebackup(&self) -> String {
+        let r = pgbackup(&["basebackup"], &self.env());
+        assert_eq!(r.code, 0, "{}", r.all());
+        r.stdout
+    }
+
+    /// Rows inserted one transaction each, `gap` apart.
+    fn write(&self, n: usize, gap: Duration) {
+        for _ in 0..n {
+            self.pg
+                .psql("postgres", "INSERT INTO t (pad) VALUES (repeat('x', 200))");
+            std::thread::sleep(gap);
+        }
+    }
+
+    fn now(&self) -> String {
+        self.pg
+            .psql("postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+            .trim()
+            .to_string()
+    }
+
+    fn ids(&self, filter: &str) -> Vec<i64> {
+        ids(&self.pg.psql(
+            "postgres",
+            &format!("SELECT id FROM t {filter} ORDER BY id"),
+        ))
+    }
+
+    /// Waits until the daemon has stored WAL after this moment.
+    fn wait_archived(&self) {
+        let after = chrono::Utc::now().timestamp_millis() as f64 / 1000.0 + 1.5;
+        eventually("WAL to be stored", Duration::from_secs(60), || {
+            self.metric("backup_wal_last_archived_timestamp_seconds") > after
+        });
+    }
+}
+
+fn ids(text: &str) -> Vec<i64> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+/// A data directory owned by the postgres user, and the server recovered
+/// in it (stopped when the test ends).
+struct Restored {
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl Restored {
+    fn dir_for(bin: &Path) -> Restored {
+        let parent = temp_dir("restored");
+        let (uid, gid) = postgres_user();
+        std::os::unix::fs::chown(&parent, Some(uid), Some(gid)).unwrap();
+        let dir = parent.join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        Restored {
+            dir,
+            port: free_port(),
+            bin: bin.to_path_buf(),
+        }
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        run_ok(
+            Command::new(self.bin.join("psql"))
+                .args(["-h", "/var/run/postgresql", "-p", &self.port.to_string()])
+                .args([
+                    "-U", "postgres", "-X", "-q", "-At", "-d", "postgres", "-c", sql,
+                ]),
+        )
+    }
+
+    fn start(&self) {
+        let (uid, gid) = postgres_user();
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.dir)
+            .arg("-l")
+            .arg(self.dir.join("recovery.log"))
+            .args(["-o", &format!("-p {}", self.port), "-w", "start"])
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", self.log());
+        eventually("recovery to end", Duration::from_secs(120), || {
+            !self.dir.join("recovery.signal").exists()
+        });
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("recovery.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if self.dir.join("postmaster.pid").exists() {
+            let (uid, gid) = postgres_user();
+            use std::os::unix::process::CommandExt;
+            let _ = Command::new(self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.dir)
+                .args(["-m", "immediate", "-w", "stop"])
+                .uid(uid)
+                .gid(gid)
+                .output();
+        }
+    }
+}
+
+fn postgres_user() -> (u32, u32) {
+    let m = std::fs::metadata("/var/run/postgresql").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    (m.uid(), m.gid())
+}
+
+#[test]
+fn restores_a_cluster_to_a_chosen_second_with_exactly_the_rows_committed_by_then() {
+    let p = Pitr::new("pitr");
+    let _d = p.daemon();
+    p.write(3, Duration::from_millis(50));
+    let base = p.basebackup();
+    assert!(base.contains("base/"), "{base}");
+    p.write(15, Duration::from_millis(100));
+    // T falls in a pause between two commits.
+    std::thread::sleep(Duration::from_millis(700));
+    let t = p.now();
+    std::thread::sleep(Duration::from_millis(700));
+    p.write(15, Duration::from_millis(100));
+    p.wait_archived();
+    let before = p.ids(&format!("WHERE at <= '{t}'"));
+    let all = p.ids("");
+    assert!(
+        before.len() >= 18 && before.len() < all.len(),
+        "{before:?} / {all:?}"
+    );
+
+    let r = Restored::dir_for(&p.pg.bin);
+    let mut env = p.env();
+    env.push(("PG_BIN_DIR".into(), p.pg.bin.to_string_lossy().into_owned()));
+    let out = pgbackup(
+        &[
+            "restore",
+            "--to-time",
+            &t,
+            "--target-dir",
+            &r.dir.to_string_lossy(),
+            "--start",
+            "--port",
+            &r.port.to_string(),
+        ],
+        &env,
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.all(), r.log());
+    assert!(out.stdout.contains("recovery window:"), "{}", out.stdout);
+    // The storage settings stay out of the data directory and its config.
+    let env_file = r.dir.with_file_name("data.wal-fetch.env");
+    let mode = std::fs::metadata(&env_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let auto = std::fs::read_to_string(r.dir.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto.contains("wal-fetch") && auto.contains("recovery_target_time"),
+        "{auto}"
+    );
+    for (k, v) in garage().env(&p.bucket) {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            assert!(
+                !auto.contains(&v),
+                "the secret reached postgresql.auto.conf"
+            );
+            assert!(!out.all().contains(&v), "the secret was printed");
+        }
+    }
+
+    let restored = ids(&r.psql("SELECT id FROM t ORDER BY id"));
+    assert_eq!(restored, before, "exactly the rows committed by {t}");
+    assert_eq!(r.psql("SELECT pg_is_in_recovery()").trim(), "f");
+}
+
+#[test]
+fn restore_to_latest_after_a_kill_loses_nothing_older_than_the_flush_interval() {
+    let p = Pitr::new("pitr-kill");
+    let mut d = p.daemon();
+    p.basebackup();
+    p.write(10, Duration::from_millis(100));
+    // Killed mid-stream: no chance to store what it holds.
+    d.signal(libc::SIGKILL);
+    d.wait_timeout(Duration::from_secs(10)).expect("killed");
+    // pg_receivewal may outlive it for a moment; the slot is free once it goes.
+    p.write(10, Duration::from_millis(50));
+    std::thread::sleep(Duration::from_secs(2));
+    let _d = p.daemon();
+    p.write(5, Duration::from_millis(50));
+    p.wait_archived();
+    let all = p.ids("");
+
+    let r = Restored::dir_for(&p.pg.bin);
+    let out = pgbackup(
+        &[
+            "restore",
+            "--to-time",
+            "latest",
+            "--target-dir",
+            &r.dir.to_string_lossy(),
+        ],
+        &p.env(),
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("pg_ctl"),
+        "prints the command to start: {}",
+        out.stdout
+    );
+    r.start();
+    let restored = ids(&r.psql("SELECT id FROM t ORDER BY id"));
+    assert_eq!(restored, all, "{}", r.log());
+}
+
+#[test]
+fn a_role_without_replication_is_told_what_to_grant() {
+    let pg = pg();
+    let role = unique("norepl").to_lowercase().replace('-', "_");
+    pg.psql(
+        "postgres",
+        &format!("CREATE ROLE {role} LOGIN PASSWORD 'pw'"),
+    );
+    let spool = temp_dir("spool");
+    let bucket = garage().bucket("norepl");
+    let mut env = vars(&[
+        (
+            "BACKUP_DATABASE_URL",
+            &format!("postgres://{role}:pw@127.0.0.1:{}/postgres", pg.port),
+        ),
+        (
+            "BACKUP_LISTEN_ADDRESS",
+            &format!("127.0.0.1:{}", free_port()),
+        ),
+        ("BACKUP_WAL_ARCHIVE", "true"),
+        ("BACKUP_WAL_SPOOL_DIR", &spool.to_string_lossy()),
+    ]);
+    env.extend(garage().env(&bucket));
+    let mut cmd = pgbackup_cmd(&["run"], &env);
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let last = said.lines().last().unwrap_or("");
+    assert!(last.contains("no REPLICATION privilege"), "{said}");
+    assert!(
+        last.contains(&format!("ALTER ROLE {role} REPLICATION")),
+        "{said}"
+    );
+    assert!(last.contains("host replication"), "{said}");
+    assert!(!said.contains("pw@"), "{said}");
+}
