@@ -75,7 +75,25 @@ METRICS = {
     # Roles and tablespaces (BACKUP_GLOBALS): per instance, no database label.
     "backup_globals_last_success_timestamp_seconds",
     "backup_globals_last_status",
+    # WAL archiving (BACKUP_WAL_ARCHIVE=true): per instance, no database label.
+    "backup_wal_last_archived_timestamp_seconds",
+    "backup_wal_archived_segments_total",
+    "backup_wal_archive_lag_bytes",
+    "backup_wal_slot_retained_bytes",
+    "backup_last_basebackup_timestamp_seconds",
+    "backup_recovery_window_seconds",
 }
+# Series without a database label. The dashboard shows them for the instances
+# of the selected databases: joined on (instance, job) to a series filtered by
+# database=~"$database".
+PER_INSTANCE_METRICS = {m for m in METRICS if m.startswith("backup_globals_") or m in {
+    "backup_wal_last_archived_timestamp_seconds",
+    "backup_wal_archived_segments_total",
+    "backup_wal_archive_lag_bytes",
+    "backup_wal_slot_retained_bytes",
+    "backup_last_basebackup_timestamp_seconds",
+    "backup_recovery_window_seconds",
+}}
 # Alerts the contract names; others may be added.
 CONTRACT_ALERTS = {
     "BackupTooOld",
@@ -333,7 +351,11 @@ def cmd_dashboard(args):
         # Per-database series follow the database variable (build info is per process).
         if where != "variable database":
             for name, matchers in re.findall(r"\b(backup_\w+)(\{[^}]*\})?", expr):
-                if name != "backup_build_info" and 'database=~"$database"' not in matchers:
+                if name in PER_INSTANCE_METRICS:
+                    if "on (instance, job)" not in expr or 'database=~"$database"' not in expr:
+                        p.add(f"{where}: {name} has no database label; join it on (instance, job) "
+                              f"to a series filtered by database=~\"$database\"")
+                elif name != "backup_build_info" and 'database=~"$database"' not in matchers:
                     p.add(f"{where}: {name} is not filtered by database=~\"$database\"")
 
     # promtool parses every query as a recording rule; on failure, name the culprits.

@@ -112,6 +112,20 @@ const SHORTER: &[Shortening] = &[
         "BackupWebhookFailing",
         &[("[1d]", "[2m]", 1), ("for: 5m", "for: 0s", 1)],
     ),
+    (
+        "BackupWALArchiveStalled",
+        &[
+            ("[10m]", "[30s]", 1),
+            ("> 300", "> 10", 1),
+            ("for: 5m", "for: 0s", 1),
+        ],
+    ),
+    ("BackupWALSlotRetention", &[("for: 15m", "for: 0s", 1)]),
+    (
+        "BackupBaseBackupTooOld",
+        &[("8 * 86400", "20", 1), ("for: 1h", "for: 0s", 1)],
+    ),
+    ("BackupBaseBackupMissing", &[("for: 26h", "for: 30s", 1)]),
 ];
 
 /// Set by a passing restore drill.
@@ -599,6 +613,12 @@ impl Bundle {
             ("BACKUP_RETENTION_MIN_COUNT", "1"),
             // Restore drills, so the verification panel has data.
             ("BACKUP_VERIFY_CRON_SCHEDULE", "*/4 * * * * *"),
+            // WAL streaming and base backups, so the point-in-time
+            // recovery panels have data.
+            ("BACKUP_WAL_ARCHIVE", "true"),
+            ("BACKUP_WAL_FLUSH_SECONDS", "1"),
+            ("BACKUP_WAL_SPOOL_DIR", &dir.join("spool").to_string_lossy()),
+            ("BACKUP_BASEBACKUP_CRON_SCHEDULE", "*/20 * * * * *"),
         ]);
         env.extend(g.env(&bucket));
         spawn_logged(pgbackup_cmd(&["run"], &env), &dir, "pgbackup.log");
