@@ -43,8 +43,18 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             Some(want) => database_of(s).as_deref() == Some(want.as_str()),
         })
         .collect();
+    // Base backups (point-in-time recovery) belong to no database.
+    let bases = if a.database.is_none() {
+        let listing = storage
+            .list(&crate::wal::base_prefix(&store.prefix))
+            .await
+            .map_err(|e| anyhow::anyhow!("list failed: {e}"))?;
+        crate::wal::base::select(&store.prefix, &listing)
+    } else {
+        Vec::new()
+    };
     if a.json {
-        let items: Vec<serde_json::Value> = backups
+        let mut items: Vec<serde_json::Value> = backups
             .iter()
             .map(|(s, b)| {
                 serde_json::json!({
@@ -60,8 +70,28 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                 })
             })
             .collect();
+        items.extend(bases.iter().rev().map(|b| {
+            serde_json::json!({
+                "database": null,
+                "kind": "base",
+                "name": b.key,
+                "time": b.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "size": b.size,
+                "format": "tar",
+                "compression": "zstd",
+                "encrypted": b.encrypted,
+                "imported": false,
+            })
+        }));
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
+    }
+    if !bases.is_empty() {
+        print_bases(&bases);
+        if backups.is_empty() {
+            return Ok(());
+        }
+        println!();
     }
     if backups.is_empty() {
         eprintln!(
@@ -128,4 +158,22 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Base backups, newest first: what `restore --to-time` starts from.
+fn print_bases(bases: &[crate::wal::base::Base]) {
+    let width = bases.iter().map(|b| b.key.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<width$}  {:<19}  {:>10}  BASE BACKUP",
+        "NAME", "TIME (UTC)", "SIZE"
+    );
+    for b in bases.iter().rev() {
+        println!(
+            "{:<width$}  {}  {:>10}  tar (zstd){}",
+            b.key,
+            b.time.format("%Y-%m-%d %H:%M:%S"),
+            crate::pg::human_bytes(b.size),
+            if b.encrypted { ", encrypted (age)" } else { "" }
+        );
+    }
 }

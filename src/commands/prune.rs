@@ -72,6 +72,12 @@ pub async fn run(
             first_error.get_or_insert(e);
         }
     }
+    // Base backups and WAL, when there are any (point-in-time recovery).
+    if only.is_none() {
+        if let Err(e) = prune_physical(storage.as_ref(), &store.prefix, settings, dry_run).await {
+            first_error.get_or_insert(e);
+        }
+    }
     // A dry run changes nothing, so it publishes nothing.
     if let (Some(m), false) = (&metrics, dry_run) {
         batch::publish(batch_cfg, Command::Prune, m, &[]).await;
@@ -80,6 +86,49 @@ pub async fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Base backups by the same rules, and the WAL no base backup left needs.
+async fn prune_physical(
+    storage: &dyn crate::storage::ObjectStore,
+    prefix: &str,
+    settings: &RetentionSettings,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let listing = storage
+        .list(&crate::wal::base_prefix(prefix))
+        .await
+        .map_err(|e| anyhow::anyhow!("prune failed: {e}"))?;
+    if crate::wal::base::select(prefix, &listing).is_empty() {
+        return Ok(());
+    }
+    println!("== base backups and WAL");
+    let p = crate::wal::retention::apply(storage, prefix, settings, Utc::now(), dry_run).await?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for key in &p.bases_deleted {
+        println!("{verb:<12}  {key}");
+    }
+    println!(
+        "{verb:<12}  {} WAL objects older than the oldest base backup kept",
+        p.wal_deleted.len()
+    );
+    for b in &p.bases_left {
+        println!(
+            "kept          {}  (recovers from {})",
+            b.base.key,
+            b.finished.to_rfc3339()
+        );
+    }
+    for (k, why) in &p.failed {
+        println!("failed        {k}: {why}");
+    }
+    if !p.failed.is_empty() {
+        anyhow::bail!(
+            "retention failed: {} deletions were refused",
+            p.failed.len()
+        );
+    }
+    Ok(())
 }
 
 /// Retention of one prefix; its series are recorded into `metrics` (the

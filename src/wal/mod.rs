@@ -353,7 +353,15 @@ mod tests {
             "000000010000000000000004.partial.00800000.zst",
             "00000002.history.zst",
         ]);
-        assert_eq!(w[0].object, WalObject::History("00000002.history".into()));
+        assert_eq!(w.len(), 5);
+        assert!(w
+            .iter()
+            .any(|x| x.object == WalObject::History("00000002.history".into())));
+        // A segment's partials come before it, shortest first.
+        let names: Vec<&str> = w.iter().map(|x| x.key.as_str()).collect();
+        let pos = |k: &str| names.iter().position(|n| n.ends_with(k)).unwrap();
+        assert!(pos("04.partial.00001000.zst") < pos("04.partial.00800000.zst"));
+        assert!(pos("03.zst") < pos("04.partial.00001000.zst"));
         assert_eq!(
             stored_end(&w, SEG).unwrap().1,
             Lsn::parse("0/4800000").unwrap()

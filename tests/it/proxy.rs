@@ -157,6 +157,15 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The store goes away now: open connections are reset and new ones
+    /// refused.
+    pub fn down(&self) {
+        self.faults.down.store(true, Ordering::SeqCst);
+        for c in self.live.lock().unwrap().drain(..) {
+            reset(&c);
+        }
+    }
+
     /// The store comes back.
     pub fn restore(&self) {
         self.faults.down.store(false, Ordering::SeqCst);
