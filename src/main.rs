@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match rt.block_on(pgbackup::commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", pgbackup::commands::error_line(&e));
+            eprintln!("{}", pgbackup::commands::report_line(&e));
             ExitCode::from(pgbackup::commands::exit_code(&e))
         }
     }

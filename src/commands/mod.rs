@@ -182,6 +182,16 @@ pub fn error_line(e: &anyhow::Error) -> String {
     crate::error::one_line(&parts.join(": "))
 }
 
+/// The last line a failed command prints: `error: ...`, except for
+/// wal-fetch's "not stored", which is an answer, not an error (PostgreSQL
+/// logs it at every end of recovery).
+pub fn report_line(e: &anyhow::Error) -> String {
+    if e.is::<wal_fetch::NotStored>() {
+        return format!("pgbackup wal-fetch: {e}");
+    }
+    format!("error: {}", error_line(e))
+}
+
 /// 2 for configuration and usage errors, 1 for everything else; for
 /// wal-fetch, 1 only for "not stored" and [`crate::wal::fetch::FATAL_EXIT`]
 /// for every failure, which PostgreSQL must not take as "not stored".

@@ -476,6 +476,11 @@ fn write_recovery(
         ));
     }
     conf.push_str("recovery_target_action = 'promote'\n");
+    // Nothing to inspect during recovery (it promotes at the target), and
+    // without hot standby the server does not insist on max_connections and
+    // the like being at least the source's (a source started with `-c`
+    // flags, as container images often are, would otherwise refuse).
+    conf.push_str("hot_standby = off\n");
     let auto = dir.join("postgresql.auto.conf");
     {
         use std::io::Write;
