@@ -573,7 +573,9 @@ async fn start_and_wait(
     let signal = dir.join("recovery.signal");
     let pid = dir.join("postmaster.pid");
     loop {
-        if !signal.exists() {
+        // recovery.signal goes at the end of recovery, a moment before the
+        // server takes connections ("ready" in postmaster.pid).
+        if !signal.exists() && accepting(&pid) {
             return Ok(());
         }
         if !pid.exists() {
@@ -592,6 +594,14 @@ async fn start_and_wait(
             }
         }
     }
+}
+
+/// postmaster.pid's status line (the 8th) says the server takes connections.
+fn accepting(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.lines().nth(7).map(|l| l.trim() == "ready"))
+        .unwrap_or(false)
 }
 
 /// The server log's FATAL/PANIC lines, or its last line.

@@ -158,8 +158,12 @@ impl Restored {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", self.log());
+        // recovery.signal goes at the end of recovery, a moment before the
+        // server takes connections.
         eventually("recovery to end", Duration::from_secs(120), || {
             !self.dir.join("recovery.signal").exists()
+                && std::fs::read_to_string(self.dir.join("postmaster.pid"))
+                    .is_ok_and(|t| t.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
         });
     }
 
