@@ -222,7 +222,7 @@ pub fn scan(bytes: &[u8]) -> Result<Scan, ScanError> {
     }
     let mut prev: Option<u64> = None;
     loop {
-        if off % page == 0 {
+        if off.is_multiple_of(page) {
             match pages.header_len(off) {
                 Some(h) => off += h,
                 None => break,
@@ -329,7 +329,7 @@ mod tests {
 
         /// One record of `rmid`/`info` whose body is `body`; its LSN.
         fn record(&mut self, rmid: u8, info: u8, body: &[u8]) -> u64 {
-            if self.pos % PAGE == 0 {
+            if self.pos.is_multiple_of(PAGE) {
                 let p = self.pos;
                 self.page_header(p, 0);
                 self.pos += SHORT_HEADER as usize;
@@ -349,7 +349,7 @@ mod tests {
             all.extend_from_slice(body);
             let mut left = &all[..];
             while !left.is_empty() {
-                if self.pos % PAGE == 0 {
+                if self.pos.is_multiple_of(PAGE) {
                     let p = self.pos;
                     self.page_header(p, left.len() as u32);
                     self.pos += SHORT_HEADER as usize;
