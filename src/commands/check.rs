@@ -89,6 +89,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "storage     ok (write, list, delete in {})",
         storage.describe()
     );
+    if cfg.wal.archive {
+        // The same door `run` uses: the privilege, a slot, pg_hba.conf.
+        crate::wal::archiver::ensure_slot(&cfg.dump.database, &tools, &cfg.wal.slot).await?;
+        println!(
+            "wal         ok (slot {:?} on the server; spool {})",
+            cfg.wal.slot,
+            cfg.wal.spool.display()
+        );
+    }
     if let Some(r) = &cfg.encryption.recipients {
         println!(
             "encryption  ok (age, {} recipient{}; the identity is not needed here)",
