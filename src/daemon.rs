@@ -224,8 +224,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .map_err(|e| anyhow::Error::new(e).context("WAL archiving cannot start"))?;
         physical.push(tokio::spawn(archiver.run(tools, stop_physical.clone())));
         physical.push(tokio::spawn(crate::wal::base::schedule(
-            cfg.clone(),
-            daemon.store.clone(),
+            cfg.wal.basebackup_cron.schedule().clone(),
+            daemon.clock.clone(),
+            Arc::new(crate::wal::base::StoreBaseRunner {
+                cfg: cfg.clone(),
+                storage: daemon.store.clone(),
+            }),
             daemon.metrics.clone(),
             stop_physical.clone(),
         )));

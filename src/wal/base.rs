@@ -387,31 +387,84 @@ pub fn record(metrics: &crate::metrics::Metrics, bases: &[BaseInfo]) {
     metrics.set_oldest_base(bases.iter().map(|b| b.finished).min());
 }
 
+/// What the base backup schedule does at a firing: the real one runs
+/// pg_basebackup against the store; tests pass a fake.
+#[async_trait::async_trait]
+pub trait BaseRunner: Send + Sync + 'static {
+    /// The base backups in the store, at start-up.
+    async fn stored(&self) -> Result<Vec<BaseInfo>, JobError>;
+    async fn take(&self, cancel: &CancellationToken) -> Result<BaseReport, JobError>;
+    /// Retention of base backups and WAL after a base backup.
+    async fn prune(&self) -> Result<super::retention::Pruned, JobError>;
+}
+
+/// pg_basebackup into the store, then retention.
+pub struct StoreBaseRunner {
+    pub cfg: std::sync::Arc<Config>,
+    pub storage: std::sync::Arc<dyn ObjectStore>,
+}
+
+#[async_trait::async_trait]
+impl BaseRunner for StoreBaseRunner {
+    async fn stored(&self) -> Result<Vec<BaseInfo>, JobError> {
+        list(
+            self.storage.as_ref(),
+            &self.cfg.store.prefix,
+            Stage::Retention,
+        )
+        .await
+    }
+
+    async fn take(&self, cancel: &CancellationToken) -> Result<BaseReport, JobError> {
+        take(
+            &self.cfg,
+            self.storage.as_ref(),
+            cancel,
+            Priority::Background,
+        )
+        .await
+    }
+
+    async fn prune(&self) -> Result<super::retention::Pruned, JobError> {
+        super::retention::apply(
+            self.storage.as_ref(),
+            &self.cfg.store.prefix,
+            &self.cfg.retention,
+            Utc::now(),
+            false,
+        )
+        .await
+    }
+}
+
 /// `run`'s base backups on BACKUP_BASEBACKUP_CRON_SCHEDULE, each followed
-/// by retention of base backups and WAL. Until `cancel`.
+/// by retention of base backups and WAL, until `cancel`. The next firing is
+/// computed from the wall clock each time, as for dumps: a suspended
+/// machine gives one catch-up base backup, not a burst. A failure is logged
+/// and waits for the next firing.
 pub async fn schedule(
-    cfg: std::sync::Arc<Config>,
-    storage: std::sync::Arc<dyn ObjectStore>,
+    cron: crate::schedule::Schedule,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    runner: std::sync::Arc<dyn BaseRunner>,
     metrics: crate::metrics::Metrics,
     cancel: CancellationToken,
 ) {
-    match list(storage.as_ref(), &cfg.store.prefix, Stage::Retention).await {
+    match runner.stored().await {
         Ok(b) => record(&metrics, &b),
         Err(e) => tracing::warn!(error = %e, "cannot list the stored base backups at start-up"),
     }
-    let cron = cfg.wal.basebackup_cron.schedule().clone();
+    let mut next = crate::schedule::next_after(&cron, clock.now());
     loop {
-        let next = crate::schedule::next_after(&cron, Utc::now());
         let wait =
-            crate::schedule::sleep_before(next, Utc::now(), std::time::Duration::from_secs(30));
+            crate::schedule::sleep_before(next, clock.now(), std::time::Duration::from_secs(30));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => return,
         }
-        if !crate::schedule::is_due(next, Utc::now()) {
+        if !crate::schedule::is_due(next, clock.now()) {
             continue;
         }
-        match take(&cfg, storage.as_ref(), &cancel, Priority::Background).await {
+        match runner.take(&cancel).await {
             Ok(r) => {
                 tracing::info!(object = %r.key, start = %r.start, stop = %r.stop, stored_bytes = r.stored_bytes, "base backup succeeded");
                 metrics.set_basebackup(r.finished);
@@ -419,18 +472,12 @@ pub async fn schedule(
             Err(e) if e.is_cancelled() => return,
             Err(e) => {
                 tracing::error!(error = %e, "base backup failed");
+                next = crate::schedule::next_after(&cron, clock.now());
                 continue;
             }
         }
-        match super::retention::apply(
-            storage.as_ref(),
-            &cfg.store.prefix,
-            &cfg.retention,
-            Utc::now(),
-            false,
-        )
-        .await
-        {
+        next = crate::schedule::next_after(&cron, clock.now());
+        match runner.prune().await {
             Ok(p) => {
                 for (k, why) in &p.failed {
                     tracing::warn!(object = %k, error = %why, "retention could not delete");
@@ -478,6 +525,138 @@ async fn free_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{Clock, TokioClock};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Base backups that take a minute; the first `fail` of them fail.
+    struct Fake {
+        clock: Arc<TokioClock>,
+        taken: AtomicUsize,
+        pruned: AtomicUsize,
+        fail: usize,
+    }
+
+    fn info(at: DateTime<Utc>) -> BaseInfo {
+        BaseInfo {
+            base: Base {
+                key: format!("p/base/{}.tar.zst", naming::timestamp(at)),
+                time: at,
+                size: 1,
+                encrypted: false,
+            },
+            start: Lsn(0x100_0028),
+            stop: Lsn(0x100_0100),
+            timeline: 1,
+            finished: at,
+            sha256: String::new(),
+            seg_size: DEFAULT_SEGMENT_SIZE,
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl BaseRunner for Fake {
+        async fn stored(&self) -> Result<Vec<BaseInfo>, JobError> {
+            Ok(vec![info(self.clock.now() - chrono::Duration::days(3))])
+        }
+        async fn take(&self, cancel: &CancellationToken) -> Result<BaseReport, JobError> {
+            let started = self.clock.now();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = cancel.cancelled() => return Err(JobError::cancelled(Stage::Dump, "stopped")),
+            }
+            let n = self.taken.fetch_add(1, Ordering::SeqCst);
+            if n < self.fail {
+                return Err(JobError::permanent(
+                    Stage::Dump,
+                    "pg_basebackup exited with status 1",
+                ));
+            }
+            Ok(BaseReport {
+                key: "k".into(),
+                start: Lsn(1),
+                stop: Lsn(2),
+                timeline: 1,
+                started,
+                finished: self.clock.now(),
+                stored_bytes: 1,
+                cluster_bytes: 1,
+            })
+        }
+        async fn prune(&self) -> Result<super::super::retention::Pruned, JobError> {
+            self.pruned.fetch_add(1, Ordering::SeqCst);
+            Ok(super::super::retention::Pruned {
+                bases_left: vec![info(self.clock.now() - chrono::Duration::days(1))],
+                ..Default::default()
+            })
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn value(m: &crate::metrics::Metrics, name: &str) -> f64 {
+        let text = m.encode();
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{}} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn base_backups_fire_on_their_schedule_and_a_failure_waits_for_the_next() {
+        let clock = Arc::new(TokioClock::starting_at(at("2026-11-30T02:58:00Z")));
+        let fake = Arc::new(Fake {
+            clock: clock.clone(),
+            taken: AtomicUsize::new(0),
+            pruned: AtomicUsize::new(0),
+            fail: 1,
+        });
+        let metrics = crate::metrics::Metrics::new("app", "unknown");
+        metrics.enable_physical();
+        let cancel = CancellationToken::new();
+        let cron = crate::schedule::parse("0 3 * * *").unwrap();
+        let task = tokio::spawn(schedule(
+            cron,
+            clock.clone(),
+            fake.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Seeded from the store at start-up.
+        let seeded = (clock.now() - chrono::Duration::days(3)).timestamp() as f64;
+        assert!((value(&metrics, "backup_last_basebackup_timestamp_seconds") - seeded).abs() < 2.0);
+        // 03:00 fails; nothing more until the next day, no retry burst.
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        assert_eq!(fake.taken.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.pruned.load(Ordering::SeqCst), 0);
+        tokio::time::sleep(Duration::from_secs(23 * 3600)).await;
+        assert_eq!(fake.taken.load(Ordering::SeqCst), 1);
+        // The next day's succeeds, then retention; the series follow.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(fake.taken.load(Ordering::SeqCst), 2);
+        assert_eq!(fake.pruned.load(Ordering::SeqCst), 1);
+        let last = value(&metrics, "backup_last_basebackup_timestamp_seconds");
+        assert_eq!(last, at("2026-12-01T03:01:00Z").timestamp() as f64);
+        assert!(value(&metrics, "backup_recovery_window_seconds") >= 0.0);
+        // Shutdown ends the loop at once, even mid-backup.
+        // To 12-02 03:00:30, thirty seconds into the third.
+        tokio::time::sleep(Duration::from_secs(23 * 3600 + 52 * 60 + 29)).await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("the schedule stops at shutdown")
+            .unwrap();
+        assert_eq!(
+            fake.taken.load(Ordering::SeqCst),
+            2,
+            "the cancelled one is not counted"
+        );
+    }
 
     const MANIFEST_END: &str = "{ \"Path\": \"global/pg_control\", \"Size\": 8192 }\n],\n\
         \"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/2000028\", \"End-LSN\": \"0/2000100\" }\n],\n\

@@ -339,8 +339,15 @@ fn a_role_without_replication_is_told_what_to_grant() {
     // The preflight says the same, before anything runs.
     let check = pgbackup(&["check"], &env);
     assert_eq!(check.code, 2, "{}", check.all());
-    assert!(check.stderr.contains("no REPLICATION privilege"), "{}", check.all());
-    assert!(!std::fs::read_dir(&spool).unwrap().any(|_| true), "nothing spooled");
+    assert!(
+        check.stderr.contains("no REPLICATION privilege"),
+        "{}",
+        check.all()
+    );
+    assert!(
+        !std::fs::read_dir(&spool).unwrap().any(|_| true),
+        "nothing spooled"
+    );
 }
 
 #[test]
