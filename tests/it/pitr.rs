@@ -642,3 +642,87 @@ fn scanner_agrees_with_pg_waldump(bin: &Path, file: &Path, name: &str) {
     // pg_waldump stops at the switch record, or at the end of valid WAL.
     assert_eq!(Some(scan.end_lsn), last_end, "end of valid WAL");
 }
+
+#[test]
+fn encrypted_wal_and_base_backups_restore_only_with_the_identity() {
+    let p = Pitr::new("pitr-age");
+    let keys = temp_dir("pitr-keys");
+    let (uid, gid) = postgres_user();
+    std::os::unix::fs::chown(&keys, Some(uid), Some(gid)).unwrap();
+    let identity = keys.join("identity.txt");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&identity));
+    // The server's user runs wal-fetch: the identity must be readable by it.
+    std::os::unix::fs::chown(&identity, Some(uid), Some(gid)).unwrap();
+    let public = run_ok(Command::new("age-keygen").arg("-y").arg(&identity))
+        .trim()
+        .to_string();
+    let mut env = p.env();
+    env.push(("BACKUP_ENCRYPTION_RECIPIENTS".into(), public));
+    let _d = p.daemon_with(&env);
+    let r = pgbackup(&["basebackup"], &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    const SECRET_ROW: &str = "Ada Lovelace, 12 Marylebone Rd";
+    p.pg.psql(
+        "postgres",
+        &format!("INSERT INTO t (pad) SELECT '{SECRET_ROW}' FROM generate_series(1, 50)"),
+    );
+    p.write(3, Duration::from_millis(50));
+    p.wait_archived();
+    let all = p.ids("");
+
+    let keys_stored = garage().keys(&p.bucket);
+    let physical: Vec<&String> = keys_stored
+        .iter()
+        .filter(|k| k.starts_with("backup_wal/") || k.starts_with("backup_base/"))
+        .collect();
+    assert!(physical.len() >= 3, "{keys_stored:?}");
+    for k in &physical {
+        assert!(k.ends_with(".age"), "{k} is not encrypted");
+        let (bytes, _) = garage().get(&p.bucket, k);
+        assert!(
+            !bytes
+                .windows(SECRET_ROW.len())
+                .any(|w| w == SECRET_ROW.as_bytes()),
+            "{k} holds a row in clear"
+        );
+    }
+
+    // Without the identity: refused before the directory is touched.
+    let r1 = Restored::dir_for(&p.pg.bin);
+    let dir = r1.dir.to_string_lossy().into_owned();
+    let out = pgbackup(
+        &["restore", "--to-time", "latest", "--target-dir", &dir],
+        &p.env(),
+    );
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("BACKUP_ENCRYPTION_IDENTITY_FILE"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_dir(&r1.dir).unwrap().count(), 0);
+
+    let mut with_id = p.env();
+    with_id.push((
+        "BACKUP_ENCRYPTION_IDENTITY_FILE".into(),
+        identity.to_string_lossy().into_owned(),
+    ));
+    let out = pgbackup(
+        &["restore", "--to-time", "latest", "--target-dir", &dir],
+        &with_id,
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    r1.start();
+    assert_eq!(
+        ids(&r1.psql("SELECT id FROM t ORDER BY id")),
+        all,
+        "{}",
+        r1.log()
+    );
+    let secret = std::fs::read_to_string(&identity).unwrap();
+    let key_line = secret
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    assert!(!out.all().contains(key_line), "the identity was printed");
+}
