@@ -507,19 +507,21 @@ impl Archiver {
             )
         })?;
         let key = self.key(&object);
-        self.put(&key, &bytes, bytes.len() as u64, None).await?;
-        Ok(bytes.len() as u64)
+        let size = bytes.len() as u64;
+        self.put(&key, bytes, size, None).await?;
+        Ok(size)
     }
 
+    /// Takes the file's bytes: a segment is 16 MiB, and a copy of it would
+    /// double the daemon's memory while streaming.
     async fn put(
         &self,
         key: &str,
-        plain: &[u8],
+        plain: Vec<u8>,
         file_size: u64,
         end: Option<u64>,
     ) -> Result<(), JobError> {
         let recipients = self.cfg.encryption.recipients.clone();
-        let plain = plain.to_vec();
         let (body, sha) = tokio::task::spawn_blocking(move || seal(&plain, recipients.as_deref()))
             .await
             .map_err(|e| JobError::permanent(Stage::Compress, format!("the compressor died: {e}")))?
