@@ -469,13 +469,11 @@ impl Archiver {
         {
             return Ok(());
         }
-        self.put(
-            &key,
-            &bytes[..offset.min(bytes.len())],
-            bytes.len() as u64,
-            Some(offset as u64),
-        )
-        .await?;
+        let file_size = bytes.len() as u64;
+        let mut bytes = bytes;
+        bytes.truncate(offset);
+        self.put(&key, bytes, file_size, Some(offset as u64))
+            .await?;
         let old = self.partials.insert(seg_name.to_string(), vec![key]);
         if let Some(old) = old {
             self.delete(&old).await;
@@ -641,11 +639,15 @@ impl Sampler {
                 let Some(current) = current.as_deref().and_then(Lsn::parse) else {
                     return;
                 };
-                let retained = restart
-                    .as_deref()
-                    .and_then(Lsn::parse)
-                    .map(|r| current.0.saturating_sub(r.0));
-                metrics.set_wal_lag(current.0.saturating_sub(stored.0), retained);
+                let restart = restart.as_deref().and_then(Lsn::parse);
+                let retained = restart.map(|r| current.0.saturating_sub(r.0));
+                // Nothing stored yet: what is owed is what the slot holds,
+                // not the server's whole history.
+                let from = match (stored, restart) {
+                    (Lsn(0), Some(r)) => r,
+                    _ => stored,
+                };
+                metrics.set_wal_lag(current.0.saturating_sub(from.0), retained);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot sample the WAL position");
