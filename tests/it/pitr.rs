@@ -297,6 +297,39 @@ fn restore_to_latest_after_a_kill_loses_nothing_older_than_the_flush_interval() 
     r.start();
     let restored = ids(&r.psql("SELECT id FROM t ORDER BY id"));
     assert_eq!(restored, all, "{}", r.log());
+
+    // A directory with anything in it is never written over.
+    let out = pgbackup(
+        &[
+            "restore",
+            "--to-time",
+            "latest",
+            "--target-dir",
+            &r.dir.to_string_lossy(),
+        ],
+        &p.env(),
+    );
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(out.stderr.contains("is not empty"), "{}", out.stderr);
+    // A time before the oldest base backup: refused, with the window.
+    let other = Restored::dir_for(&p.pg.bin);
+    let out = pgbackup(
+        &[
+            "restore",
+            "--to-time",
+            "2020-01-01T00:00:00Z",
+            "--target-dir",
+            &other.dir.to_string_lossy(),
+        ],
+        &p.env(),
+    );
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr.contains("before the recovery window ("),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_dir(&other.dir).unwrap().count(), 0);
 }
 
 #[test]
