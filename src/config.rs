@@ -1273,6 +1273,15 @@ pub struct EncryptionConfig {
 }
 
 impl EncryptionConfig {
+    /// `age` or `none`: the `encryption` metadata of new objects.
+    pub fn label(&self) -> &'static str {
+        if self.recipients.is_some() {
+            "age"
+        } else {
+            "none"
+        }
+    }
+
     pub fn read(v: &Vars) -> Result<EncryptionConfig, ConfigError> {
         const INLINE: &str = "BACKUP_ENCRYPTION_RECIPIENTS";
         const FILE: &str = "BACKUP_ENCRYPTION_RECIPIENTS_FILE";

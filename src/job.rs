@@ -501,15 +501,7 @@ fn object_meta(
         ("dump-bytes", counts.dump_bytes.to_string()),
         ("format", cfg.dump.format.as_str().to_string()),
         ("compression", cfg.dump.compression.as_str().to_string()),
-        (
-            "encryption",
-            if cfg.encryption.recipients.is_some() {
-                "age"
-            } else {
-                "none"
-            }
-            .to_string(),
-        ),
+        ("encryption", cfg.encryption.label().to_string()),
         (
             "kind",
             match source {

@@ -52,6 +52,15 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 MONITORING_DOCS = [ROOT / "docs" / "alerts.md"]
 
 # The metrics of the interface contract, as pgbackup exposes them.
+# WAL archiving (BACKUP_WAL_ARCHIVE=true): per instance, no database label.
+WAL_METRICS = {
+    "backup_wal_last_archived_timestamp_seconds",
+    "backup_wal_archived_segments_total",
+    "backup_wal_archive_lag_bytes",
+    "backup_wal_slot_retained_bytes",
+    "backup_last_basebackup_timestamp_seconds",
+    "backup_recovery_window_seconds",
+}
 METRICS = {
     "backup_last_success_timestamp_seconds",
     "backup_last_attempt_timestamp_seconds",
@@ -75,25 +84,11 @@ METRICS = {
     # Roles and tablespaces (BACKUP_GLOBALS): per instance, no database label.
     "backup_globals_last_success_timestamp_seconds",
     "backup_globals_last_status",
-    # WAL archiving (BACKUP_WAL_ARCHIVE=true): per instance, no database label.
-    "backup_wal_last_archived_timestamp_seconds",
-    "backup_wal_archived_segments_total",
-    "backup_wal_archive_lag_bytes",
-    "backup_wal_slot_retained_bytes",
-    "backup_last_basebackup_timestamp_seconds",
-    "backup_recovery_window_seconds",
-}
+} | WAL_METRICS
 # Series without a database label. The dashboard shows them for the instances
 # of the selected databases: joined on (instance, job) to a series filtered by
 # database=~"$database".
-PER_INSTANCE_METRICS = {m for m in METRICS if m.startswith("backup_globals_") or m in {
-    "backup_wal_last_archived_timestamp_seconds",
-    "backup_wal_archived_segments_total",
-    "backup_wal_archive_lag_bytes",
-    "backup_wal_slot_retained_bytes",
-    "backup_last_basebackup_timestamp_seconds",
-    "backup_recovery_window_seconds",
-}}
+PER_INSTANCE_METRICS = {m for m in METRICS if m.startswith("backup_globals_")} | WAL_METRICS
 # Alerts the contract names; others may be added.
 CONTRACT_ALERTS = {
     "BackupTooOld",

@@ -341,15 +341,7 @@ pub async fn take(
         ("segment-bytes", DEFAULT_SEGMENT_SIZE.to_string()),
         ("dump-bytes", counts.dump_bytes.to_string()),
         ("compression", "zstd".to_string()),
-        (
-            "encryption",
-            if cfg.encryption.recipients.is_some() {
-                "age"
-            } else {
-                "none"
-            }
-            .to_string(),
-        ),
+        ("encryption", cfg.encryption.label().to_string()),
         ("pg-basebackup-version", tools.major.to_string()),
         ("pgbackup-version", env!("CARGO_PKG_VERSION").to_string()),
     ] {

@@ -175,18 +175,9 @@ fn write_atomically(dest: &Path, data: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::ObjectInfo;
 
     fn wal(keys: &[&str]) -> Vec<StoredWal> {
-        let objs: Vec<ObjectInfo> = keys
-            .iter()
-            .map(|k| ObjectInfo {
-                key: format!("p/wal/{k}"),
-                size: 1,
-                last_modified: None,
-            })
-            .collect();
-        select_wal("p/", &objs)
+        crate::wal::listing("p/", keys)
     }
 
     #[test]

@@ -267,10 +267,23 @@ pub fn first_gap(wal: &[StoredWal], from: Segment, seg_size: u64) -> u64 {
     n
 }
 
+/// A listing of `keys` below `<prefix>wal/`, for tests.
+#[cfg(test)]
+pub(crate) fn listing(prefix: &str, keys: &[&str]) -> Vec<StoredWal> {
+    let objs: Vec<crate::storage::ObjectInfo> = keys
+        .iter()
+        .map(|k| crate::storage::ObjectInfo {
+            key: format!("{}{k}", wal_prefix(prefix)),
+            size: 1,
+            last_modified: None,
+        })
+        .collect();
+    select_wal(prefix, &objs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::ObjectInfo;
 
     const SEG: u64 = DEFAULT_SEGMENT_SIZE;
 
@@ -333,15 +346,7 @@ mod tests {
     }
 
     fn listing(keys: &[&str]) -> Vec<StoredWal> {
-        let objs: Vec<ObjectInfo> = keys
-            .iter()
-            .map(|k| ObjectInfo {
-                key: format!("p/wal/{k}"),
-                size: 1,
-                last_modified: None,
-            })
-            .collect();
-        select_wal("p/", &objs)
+        super::listing("p/", keys)
     }
 
     #[test]

@@ -141,9 +141,8 @@ pub async fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::ObjectInfo;
     use crate::wal::base::Base;
-    use crate::wal::{select_wal, Lsn};
+    use crate::wal::Lsn;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -168,15 +167,7 @@ mod tests {
     }
 
     fn wal(keys: &[&str]) -> Vec<StoredWal> {
-        let objs: Vec<ObjectInfo> = keys
-            .iter()
-            .map(|k| ObjectInfo {
-                key: format!("p/wal/{k}"),
-                size: 1,
-                last_modified: None,
-            })
-            .collect();
-        select_wal("p/", &objs)
+        crate::wal::listing("p/", keys)
     }
 
     fn settings(days: u32, min: u32) -> RetentionSettings {

@@ -134,6 +134,14 @@ impl Restored {
         }
     }
 
+    /// `pgbackup restore --to-time <to> --target-dir <this dir> [extra]`.
+    fn restore(&self, to: &str, env: &[(String, String)], extra: &[&str]) -> Run {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mut args = vec!["restore", "--to-time", to, "--target-dir", &dir];
+        args.extend_from_slice(extra);
+        pgbackup(&args, env)
+    }
+
     fn psql(&self, sql: &str) -> String {
         run_ok(
             Command::new(self.bin.join("psql"))
@@ -218,19 +226,7 @@ fn restores_a_cluster_to_a_chosen_second_with_exactly_the_rows_committed_by_then
     let r = Restored::dir_for(&p.pg.bin);
     let mut env = p.env();
     env.push(("PG_BIN_DIR".into(), p.pg.bin.to_string_lossy().into_owned()));
-    let out = pgbackup(
-        &[
-            "restore",
-            "--to-time",
-            &t,
-            "--target-dir",
-            &r.dir.to_string_lossy(),
-            "--start",
-            "--port",
-            &r.port.to_string(),
-        ],
-        &env,
-    );
+    let out = r.restore(&t, &env, &["--start", "--port", &r.port.to_string()]);
     assert_eq!(out.code, 0, "{}\n{}", out.all(), r.log());
     assert!(out.stdout.contains("recovery window:"), "{}", out.stdout);
     // The storage settings stay out of the data directory and its config.
@@ -278,16 +274,7 @@ fn restore_to_latest_after_a_kill_loses_nothing_older_than_the_flush_interval() 
     let all = p.ids("");
 
     let r = Restored::dir_for(&p.pg.bin);
-    let out = pgbackup(
-        &[
-            "restore",
-            "--to-time",
-            "latest",
-            "--target-dir",
-            &r.dir.to_string_lossy(),
-        ],
-        &p.env(),
-    );
+    let out = r.restore("latest", &p.env(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(
         out.stdout.contains("pg_ctl"),
@@ -299,30 +286,12 @@ fn restore_to_latest_after_a_kill_loses_nothing_older_than_the_flush_interval() 
     assert_eq!(restored, all, "{}", r.log());
 
     // A directory with anything in it is never written over.
-    let out = pgbackup(
-        &[
-            "restore",
-            "--to-time",
-            "latest",
-            "--target-dir",
-            &r.dir.to_string_lossy(),
-        ],
-        &p.env(),
-    );
+    let out = r.restore("latest", &p.env(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(out.stderr.contains("is not empty"), "{}", out.stderr);
     // A time before the oldest base backup: refused, with the window.
     let other = Restored::dir_for(&p.pg.bin);
-    let out = pgbackup(
-        &[
-            "restore",
-            "--to-time",
-            "2020-01-01T00:00:00Z",
-            "--target-dir",
-            &other.dir.to_string_lossy(),
-        ],
-        &p.env(),
-    );
+    let out = other.restore("2020-01-01T00:00:00Z", &p.env(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(
         out.stderr.contains("before the recovery window ("),
@@ -438,16 +407,7 @@ fn a_store_down_for_a_minute_loses_nothing_and_the_lag_shows_it() {
 
     let all = p.ids("");
     let dir = Restored::dir_for(&p.pg.bin);
-    let out = pgbackup(
-        &[
-            "restore",
-            "--to-time",
-            "latest",
-            "--target-dir",
-            &dir.dir.to_string_lossy(),
-        ],
-        &p.env(),
-    );
+    let out = dir.restore("latest", &p.env(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     dir.start();
     assert_eq!(
@@ -531,16 +491,7 @@ fn retention_keeps_every_segment_a_kept_base_backup_needs() {
     // The oldest kept base backup still recovers, to a time before the newest.
     let expected = p.ids(&format!("WHERE at <= '{t}'"));
     let r = Restored::dir_for(&p.pg.bin);
-    let out = pgbackup(
-        &[
-            "restore",
-            "--to-time",
-            &t,
-            "--target-dir",
-            &r.dir.to_string_lossy(),
-        ],
-        &p.env(),
-    );
+    let out = r.restore(&t, &p.env(), &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     r.start();
     assert_eq!(
@@ -722,11 +673,7 @@ fn encrypted_wal_and_base_backups_restore_only_with_the_identity() {
 
     // Without the identity: refused before the directory is touched.
     let r1 = Restored::dir_for(&p.pg.bin);
-    let dir = r1.dir.to_string_lossy().into_owned();
-    let out = pgbackup(
-        &["restore", "--to-time", "latest", "--target-dir", &dir],
-        &p.env(),
-    );
+    let out = r1.restore("latest", &p.env(), &[]);
     assert_eq!(out.code, 2, "{}", out.all());
     assert!(
         out.stderr.contains("BACKUP_ENCRYPTION_IDENTITY_FILE"),
@@ -740,10 +687,7 @@ fn encrypted_wal_and_base_backups_restore_only_with_the_identity() {
         "BACKUP_ENCRYPTION_IDENTITY_FILE".into(),
         identity.to_string_lossy().into_owned(),
     ));
-    let out = pgbackup(
-        &["restore", "--to-time", "latest", "--target-dir", &dir],
-        &with_id,
-    );
+    let out = r1.restore("latest", &with_id, &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     r1.start();
     assert_eq!(
