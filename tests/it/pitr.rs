@@ -590,7 +590,7 @@ fn scanner_agrees_with_pg_waldump(bin: &Path, file: &Path, name: &str) {
             .and_then(|r| r.split(',').next())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if let (Some(lsn), Some(len)) = (lsn, len) {
-            last_end = Some(lsn.0 + len);
+            last_end = Some(record_end(lsn.0, len));
         }
         if !l.starts_with("rmgr: Transaction") {
             continue;
@@ -702,4 +702,20 @@ fn encrypted_wal_and_base_backups_restore_only_with_the_identity() {
         .find(|l| l.starts_with("AGE-SECRET-KEY-"))
         .unwrap();
     assert!(!out.all().contains(key_line), "the identity was printed");
+}
+
+/// Where a record of `len` bytes at `lsn` ends: the page headers it
+/// crosses (8 KiB pages, 16 MiB segments) count too.
+fn record_end(lsn: u64, len: u64) -> u64 {
+    const PAGE: u64 = 8192;
+    let (mut end, mut left) = (lsn, len);
+    loop {
+        let room = PAGE - end % PAGE;
+        if left <= room {
+            return end + left;
+        }
+        left -= room;
+        end += room;
+        end += if end % (16 << 20) == 0 { 40 } else { 24 };
+    }
 }
