@@ -59,7 +59,7 @@ pub enum Priority {
 }
 
 impl Priority {
-    const BACKGROUND_NICE: i32 = 10;
+    pub(crate) const BACKGROUND_NICE: i32 = 10;
 
     fn nice(self) -> Option<i32> {
         match self {
@@ -71,7 +71,7 @@ impl Priority {
 
 /// Lowers the calling thread's priority (Linux: setpriority with a thread id
 /// affects that thread only). Failure only means normal priority.
-fn renice_this_thread(nice: i32) {
+pub(crate) fn renice_this_thread(nice: i32) {
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
 }
 
@@ -276,6 +276,7 @@ async fn backup(
         &tools.bin(tool),
         Streaming {
             compression: cfg.dump.compression,
+            workers: 0,
             recipients: cfg.encryption.recipients.clone(),
             priority,
             tap: None,
@@ -337,6 +338,7 @@ pub(crate) async fn stream_child(
 ) -> Result<(Counts, String), JobError> {
     let Streaming {
         compression,
+        workers,
         recipients,
         priority,
         tap,
@@ -371,13 +373,14 @@ pub(crate) async fn stream_child(
                 renice_this_thread(n);
             }
             let r = match tap {
-                Some(tap) => compress(
+                Some(tap) => compress_with(
                     Tapped { inner: reader, tap },
                     compression,
+                    workers,
                     recipients.as_deref(),
                     tx,
                 ),
-                None => compress(reader, compression, recipients.as_deref(), tx),
+                None => compress_with(reader, compression, workers, recipients.as_deref(), tx),
             };
             let _ = done.send(r);
         })
@@ -428,6 +431,8 @@ pub(crate) async fn stream_child(
 /// How [`stream_child`] treats the tool's output.
 pub(crate) struct Streaming {
     pub compression: Compression,
+    /// zstd worker threads (0: compress on the reading thread).
+    pub workers: u32,
     pub recipients: Option<std::sync::Arc<Recipients>>,
     pub priority: Priority,
     pub tap: Option<Tap>,
@@ -623,8 +628,20 @@ pub struct Counts {
 /// Reads the dump, compresses, encrypts (with `recipients`) and hashes it,
 /// and sends fixed-size parts. Runs on a blocking thread.
 pub fn compress(
+    reader: impl Read,
+    compression: Compression,
+    recipients: Option<&Recipients>,
+    tx: mpsc::Sender<Bytes>,
+) -> Result<Counts, JobError> {
+    compress_with(reader, compression, 0, recipients, tx)
+}
+
+/// [`compress`] with `workers` zstd threads beside the reading one (0: zstd
+/// on the reading thread itself).
+pub fn compress_with(
     mut reader: impl Read,
     compression: Compression,
+    workers: u32,
     recipients: Option<&Recipients>,
     tx: mpsc::Sender<Bytes>,
 ) -> Result<Counts, JobError> {
@@ -636,6 +653,9 @@ pub fn compress(
     let sink = match compression {
         Compression::Zstd { level } => {
             let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(compress_err)?;
+            if workers > 0 {
+                enc.multithread(workers).map_err(compress_err)?;
+            }
             dump_bytes = pump(&mut reader, &mut enc)?;
             enc.finish().map_err(compress_err)?
         }
@@ -793,6 +813,24 @@ mod tests {
             parts.push(p);
         }
         (h.join().unwrap().unwrap(), parts)
+    }
+
+    #[test]
+    fn zstd_workers_write_the_same_stream_format_and_hash() {
+        let input = sample(20 << 20);
+        let (tx, mut rx) = mpsc::channel(1);
+        let data = input.clone();
+        let h = std::thread::spawn(move || {
+            compress_with(std::io::Cursor::new(data), Compression::DEFAULT, 2, None, tx)
+        });
+        let mut stored = Vec::new();
+        while let Some(p) = rx.blocking_recv() {
+            stored.extend_from_slice(&p);
+        }
+        let counts = h.join().unwrap().unwrap();
+        assert_eq!(counts.dump_bytes, input.len() as u64);
+        assert_eq!(counts.sha256, hex::encode(Sha256::digest(&stored)));
+        assert_eq!(zstd::decode_all(&stored[..]).unwrap(), input);
     }
 
     fn sample(n: usize) -> Vec<u8> {

@@ -39,6 +39,8 @@ use crate::storage::{ObjectMeta, ObjectStore};
 const TICK: Duration = Duration::from_secs(1);
 /// How often the server's WAL position is sampled for the lag series.
 const SAMPLE: Duration = Duration::from_secs(5);
+/// Niceness of pg_receivewal and of WAL compression: that of dumps in `run`.
+const BACKGROUND_NICE: i32 = crate::job::Priority::BACKGROUND_NICE;
 /// zstd level for WAL: mostly page images and tuples; level 1 keeps up with
 /// any write rate a single server reaches.
 const ZSTD_LEVEL: i32 = 1;
@@ -346,6 +348,16 @@ impl Archiver {
             .arg(format!("--dbname={}", db.url_without_password()))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
+        // At a lower priority than the server's own work, as dumps run:
+        // on a busy host the transactions come first, the stream catches up.
+        // SAFETY: the closure runs in the forked child before exec and makes
+        // one setpriority syscall, with no allocation or lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+                Ok(())
+            });
+        }
         cmd.spawn()
     }
 
@@ -520,9 +532,21 @@ impl Archiver {
         end: Option<u64>,
     ) -> Result<(), JobError> {
         let recipients = self.cfg.encryption.recipients.clone();
-        let (body, sha) = tokio::task::spawn_blocking(move || seal(&plain, recipients.as_deref()))
+        // A thread of its own, so that its lower priority touches no pooled
+        // thread.
+        let (done, sealed) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("pgbackup-wal".into())
+            .spawn(move || {
+                crate::job::renice_this_thread(BACKGROUND_NICE);
+                let _ = done.send(seal(&plain, recipients.as_deref()));
+            })
+            .map_err(|e| {
+                JobError::transient(Stage::Compress, format!("cannot start the compressor: {e}"))
+            })?;
+        let (body, sha) = sealed
             .await
-            .map_err(|e| JobError::permanent(Stage::Compress, format!("the compressor died: {e}")))?
+            .map_err(|_| JobError::permanent(Stage::Compress, "the compressor died"))?
             .map_err(|e| JobError::permanent(Stage::Compress, format!("compressing WAL: {e}")))?;
         let mut meta = ObjectMeta {
             sha256: sha.clone(),
