@@ -615,7 +615,7 @@ for f in "$RUNS_DIR"/stream.*; do [[ -e $f ]] && STREAMS+=("$f"); done
 
 label() {
   case $1 in
-    p) echo '(p) `pgbackup basebackup` → Garage (zstd 1, one thread)' ;;
+    p) echo '(p) `pgbackup basebackup` → Garage (zstd 1, two threads)' ;;
     r) echo '(r) pgBackRest full backup (zst 1, process-max 2), local repository' ;;
     z) echo '(z) `pg_basebackup -Ft -X none -c fast -D - | zstd -1 -T2`' ;;
     u) echo '(u) `pg_basebackup -Ft -X none -c fast -D - > /dev/null` (reference)' ;;
