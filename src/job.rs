@@ -821,7 +821,13 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1);
         let data = input.clone();
         let h = std::thread::spawn(move || {
-            compress_with(std::io::Cursor::new(data), Compression::DEFAULT, 2, None, tx)
+            compress_with(
+                std::io::Cursor::new(data),
+                Compression::DEFAULT,
+                2,
+                None,
+                tx,
+            )
         });
         let mut stored = Vec::new();
         while let Some(p) = rx.blocking_recv() {
