@@ -621,6 +621,11 @@ impl Bundle {
             ("BACKUP_BASEBACKUP_CRON_SCHEDULE", "*/20 * * * * *"),
         ]);
         env.extend(g.env(&bucket));
+        // A base backup before the daemon starts: it reads it from the store
+        // at start-up, so the base backup panels have data whatever the
+        // timing of the scheduled ones (PostgreSQL is stopped later on).
+        let base = pgbackup(&["basebackup"], &env);
+        assert_eq!(base.code, 0, "{}", base.all());
         spawn_logged(pgbackup_cmd(&["run"], &env), &dir, "pgbackup.log");
         wait_http(&daemon_addr, "/healthz");
 
