@@ -17,7 +17,7 @@
 //! (`.partial`) at least every BACKUP_WAL_FLUSH_SECONDS, cut at its last
 //! complete record, under a name carrying how far it reaches.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -261,7 +261,8 @@ impl Archiver {
         let mut sampler = Sampler::default();
         let mut last_sample = Instant::now() - SAMPLE;
         loop {
-            let full = self.spool_segments() >= self.cfg.wal.spool_max_segments as usize;
+            let queued = self.spool_segments();
+            let full = queued >= self.cfg.wal.spool_max_segments as usize;
             if let Some(child) = receiver.as_mut() {
                 if full {
                     tracing::warn!(
@@ -289,8 +290,7 @@ impl Archiver {
                     receiver = None;
                 }
             }
-            let resume =
-                self.spool_segments() < (self.cfg.wal.spool_max_segments as usize / 2).max(1);
+            let resume = queued < (self.cfg.wal.spool_max_segments as usize / 2).max(1);
             if receiver.is_none()
                 && resume
                 && Instant::now() >= next_start
@@ -385,10 +385,7 @@ impl Archiver {
         };
         for h in &spool.histories {
             let path = self.cfg.wal.spool.join(h);
-            if let Err(e) = self
-                .store_file(&path, WalObject::History(h.clone()), None)
-                .await
-            {
+            if let Err(e) = self.store_file(&path, WalObject::History(h.clone())).await {
                 return self.fail(&e);
             }
             let _ = std::fs::remove_file(&path);
@@ -429,7 +426,7 @@ impl Archiver {
 
     async fn store_segment(&mut self, name: &str, path: &Path) -> Result<(), JobError> {
         let seg_size = self
-            .store_file(path, WalObject::Segment(name.to_string()), None)
+            .store_file(path, WalObject::Segment(name.to_string()))
             .await?;
         self.seg_size = seg_size;
         // Its partials are superseded; a failed delete only leaves a
@@ -504,12 +501,7 @@ impl Archiver {
     }
 
     /// Stores a whole file; returns its size (a segment's: the segment size).
-    async fn store_file(
-        &mut self,
-        path: &Path,
-        object: WalObject,
-        _: Option<u64>,
-    ) -> Result<u64, JobError> {
+    async fn store_file(&mut self, path: &Path, object: WalObject) -> Result<u64, JobError> {
         let bytes = tokio::fs::read(path).await.map_err(|e| {
             JobError::permanent(
                 Stage::Upload,
@@ -681,11 +673,6 @@ impl Sampler {
     }
 }
 
-/// Where the daemon's spool lives, for messages.
-pub fn spool_dir(cfg: &Config) -> PathBuf {
-    cfg.wal.spool.clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,7 +709,7 @@ mod tests {
         assert_eq!(zstd::decode_all(&stored[..]).unwrap(), plain);
     }
 
-    fn tempdir() -> PathBuf {
+    fn tempdir() -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("pgbackup-spool-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&d).unwrap();
         d

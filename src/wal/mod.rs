@@ -128,14 +128,6 @@ pub enum WalObject {
 }
 
 impl WalObject {
-    /// The file name PostgreSQL asks for.
-    pub fn file_name(&self) -> String {
-        match self {
-            WalObject::Segment(s) | WalObject::Partial(s, _) => s.clone(),
-            WalObject::History(h) => h.clone(),
-        }
-    }
-
     /// The object's key (without `.age`).
     pub fn key(&self, prefix: &str) -> String {
         let dir = wal_prefix(prefix);
