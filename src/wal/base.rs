@@ -683,7 +683,7 @@ mod tests {
 
     #[test]
     fn the_manifest_is_found_in_the_tar_stream_whatever_the_read_sizes() {
-        let mut tar = tar_entry("PG_VERSION", b"15\n");
+        let mut tar = tar_entry("postgresql.conf", b"port = 5432\n");
         tar.extend(tar_entry("base/1/1259", &vec![7u8; 9000]));
         tar.extend(tar_entry("backup_manifest", MANIFEST_END.as_bytes()));
         tar.extend(vec![0u8; 1024]);
