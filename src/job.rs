@@ -464,29 +464,44 @@ async fn free_name(
     cfg: &Config,
     at: DateTime<Utc>,
 ) -> Result<String, JobError> {
-    for s in 0..NAME_TRIES {
-        let t = at + chrono::Duration::seconds(s);
+    free_key(storage, at, "backup", |t| {
         let mut key =
             crate::naming::object_name(&cfg.store.prefix, t, cfg.dump.format, cfg.dump.compression);
         if cfg.encryption.recipients.is_some() {
             key.push_str(crate::crypto::SUFFIX);
         }
+        key
+    })
+    .await
+}
+
+/// `key_at(at)`, or that of the first later second whose key nobody
+/// holds: a new object never replaces another (the store's commit checks
+/// again). `what` names the object in messages.
+pub(crate) async fn free_key(
+    storage: &dyn ObjectStore,
+    at: DateTime<Utc>,
+    what: &str,
+    key_at: impl Fn(DateTime<Utc>) -> String,
+) -> Result<String, JobError> {
+    for s in 0..NAME_TRIES {
+        let key = key_at(at + chrono::Duration::seconds(s));
         match storage.head(&key).await {
             Err(e) if e.is_not_found() => return Ok(key),
             Ok(_) => {
-                tracing::info!(object = %key, "name taken by an earlier backup; trying the next second")
+                tracing::info!(object = %key, "name taken by an earlier {what}; trying the next second")
             }
             // A write-only key may not look; the store's commit still refuses
             // to replace an object.
             Err(e) => {
-                tracing::debug!(error = %e, "cannot look for an earlier backup of the same name");
+                tracing::debug!(error = %e, "cannot look for an earlier {what} of the same name");
                 return Ok(key);
             }
         }
     }
     Err(JobError::permanent(
         Stage::Upload,
-        format!("no free backup name in the {NAME_TRIES} s after {at}"),
+        format!("no free {what} name in the {NAME_TRIES} s after {at}"),
     ))
 }
 

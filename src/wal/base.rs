@@ -493,13 +493,13 @@ pub async fn schedule(
     }
 }
 
+/// A base backup's name at `at`, or the first later free second.
 async fn free_name(
     cfg: &Config,
     storage: &dyn ObjectStore,
     at: DateTime<Utc>,
 ) -> Result<String, JobError> {
-    for s in 0..60 {
-        let t = at + chrono::Duration::seconds(s);
+    job::free_key(storage, at, "base backup", |t| {
         let mut key = format!(
             "{}{}{EXT}",
             base_prefix(&cfg.store.prefix),
@@ -508,16 +508,9 @@ async fn free_name(
         if cfg.encryption.recipients.is_some() {
             key.push_str(crate::crypto::SUFFIX);
         }
-        match storage.head(&key).await {
-            Err(e) if e.is_not_found() => return Ok(key),
-            Ok(_) => continue,
-            Err(_) => return Ok(key),
-        }
-    }
-    Err(JobError::permanent(
-        Stage::Upload,
-        format!("no free base backup name in the 60 s after {at}"),
-    ))
+        key
+    })
+    .await
 }
 
 #[cfg(test)]
