@@ -269,7 +269,7 @@ pub async fn restore(
         let _ = std::fs::remove_file(&env_file);
         return Err(e);
     }
-    let pg_ctl = pg_ctl_path(o.pg_bin_dir.as_deref());
+    let pg_ctl = pg_ctl_path(o.pg_bin_dir.as_deref(), &o.dir, Path::new(DEBIAN_PG));
     let start_command = format!(
         "{} -D {} -l {} start",
         pg_ctl.display(),
@@ -513,19 +513,21 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn pg_ctl_path(pg_bin_dir: Option<&Path>) -> PathBuf {
+/// Where Debian installs each major version's binaries.
+const DEBIAN_PG: &str = "/usr/lib/postgresql";
+
+/// The pg_ctl of the restored cluster's own major version (its `PG_VERSION`
+/// file): a server of another major refuses the directory. PG_BIN_DIR when
+/// set, else Debian's directory of that version, else `pg_ctl` from PATH.
+fn pg_ctl_path(pg_bin_dir: Option<&Path>, data: &Path, debian: &Path) -> PathBuf {
     if let Some(d) = pg_bin_dir {
         return d.join("pg_ctl");
     }
-    let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/pg_ctl"))
+    std::fs::read_to_string(data.join("PG_VERSION"))
+        .ok()
+        .map(|v| debian.join(v.trim()).join("bin/pg_ctl"))
         .filter(|p| p.is_file())
-        .collect();
-    debian.sort();
-    debian.pop().unwrap_or_else(|| PathBuf::from("pg_ctl"))
+        .unwrap_or_else(|| PathBuf::from("pg_ctl"))
 }
 
 /// Starts the server on `port` (as the directory's owner when root) and
@@ -679,6 +681,30 @@ mod tests {
             env_file_path(Path::new("/var/lib/postgresql/restored")),
             PathBuf::from("/var/lib/postgresql/restored.wal-fetch.env")
         );
+    }
+
+    #[test]
+    fn pg_ctl_is_that_of_the_clusters_major_version() {
+        let root = std::env::temp_dir().join(format!("pgbackup-pgctl-{}", rand::random::<u64>()));
+        let (data, debian) = (root.join("data"), root.join("pg"));
+        for major in ["15", "17"] {
+            let bin = debian.join(major).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("pg_ctl"), b"").unwrap();
+        }
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("PG_VERSION"), b"15\n").unwrap();
+        assert_eq!(
+            pg_ctl_path(None, &data, &debian),
+            debian.join("15/bin/pg_ctl")
+        );
+        assert_eq!(
+            pg_ctl_path(Some(Path::new("/opt/pg/bin")), &data, &debian),
+            PathBuf::from("/opt/pg/bin/pg_ctl")
+        );
+        std::fs::write(data.join("PG_VERSION"), b"16\n").unwrap();
+        assert_eq!(pg_ctl_path(None, &data, &debian), PathBuf::from("pg_ctl"));
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
