@@ -60,8 +60,15 @@
 #                             unset: as fast as it goes
 #   PITR_LOAD_SECONDS=60      pgbench duration per run of phase 2 (small: 10)
 #   PITR_PGBENCH_ARGS="-c 4 -j 2"   pgbench's clients and threads
-#   PITR_BASE_VARIANTS="p r z u"    phase 3's variants (p and one of r, z
-#                             are needed for the target)
+#   PITR_LOAD_VARIANTS="off on rx rxm"  phase 2's variants: no streaming,
+#                             the daemon streaming, pg_receivewal alone on a
+#                             slot into a spool on disk (what the daemon runs,
+#                             without the uploads), the same into a spool in
+#                             memory (/dev/shm: no disk writes, no fsync):
+#                             where the load comes from
+#   PITR_BASE_VARIANTS="p d r z u"  phase 3's variants (p or d, and one of r,
+#                             z are needed for the targets)
+#   PITR_RESTORE_VARIANTS="t s b l" phase 4's variants (t and l are needed)
 #   PITR_RESTORE_LOAD_SECONDS=60    pgbench before the restores (small: 10)
 #   BENCH_RESULTS             report path (default bench/results/pitr.md, or
 #                             bench/results/pitr.small.md for small)
@@ -98,7 +105,9 @@ RPO_RATE=${PITR_RPO_RATE:-}
 LOAD_S=${PITR_LOAD_SECONDS:-${q:+10}}
 LOAD_S=${LOAD_S:-60}
 read -r -a PGBENCH_ARGS <<<"${PITR_PGBENCH_ARGS:--c 4 -j 2}"
-read -r -a VARIANTS <<<"${PITR_BASE_VARIANTS:-p r z u}"
+read -r -a VARIANTS <<<"${PITR_BASE_VARIANTS:-p d r z u}"
+read -r -a LOAD_VARIANTS <<<"${PITR_LOAD_VARIANTS:-off on rx rxm}"
+read -r -a RESTORE_VARIANTS <<<"${PITR_RESTORE_VARIANTS:-t s b l}"
 RESTORE_LOAD_S=${PITR_RESTORE_LOAD_SECONDS:-${q:+10}}
 RESTORE_LOAD_S=${RESTORE_LOAD_S:-60}
 if [[ $SCALE == full ]]; then
@@ -110,7 +119,9 @@ for n in "$RUNS" "$RPO_S" "$LOAD_S" "$RESTORE_LOAD_S" "${FLUSHES[@]}" ${RPO_RATE
   [[ $n =~ ^[1-9][0-9]*$ ]] || bench_die "rounds, durations, flush intervals and rates must be positive integers, not '$n'"
 done
 for p in "${PHASES[@]}"; do [[ $p =~ ^(rpo|load|base|restore)$ ]] || bench_die "unknown phase '$p' in PITR_PHASES"; done
-for v in "${VARIANTS[@]}"; do [[ $v =~ ^[przu]$ ]] || bench_die "unknown variant '$v' in PITR_BASE_VARIANTS"; done
+for v in "${VARIANTS[@]}"; do [[ $v =~ ^[pdrzu]$ ]] || bench_die "unknown variant '$v' in PITR_BASE_VARIANTS"; done
+for v in "${LOAD_VARIANTS[@]}"; do [[ $v =~ ^(off|on|rx|rxm)$ ]] || bench_die "unknown variant '$v' in PITR_LOAD_VARIANTS"; done
+for v in "${RESTORE_VARIANTS[@]}"; do [[ $v =~ ^[tsbl]$ ]] || bench_die "unknown variant '$v' in PITR_RESTORE_VARIANTS"; done
 # has WORD LIST...: whether WORD is one of LIST.
 has() {
   local w=$1
@@ -119,7 +130,7 @@ has() {
 }
 has_phase() { has "$1" "${PHASES[@]}"; }
 PGBR_NEEDED=
-if has_phase restore || { has_phase base && has r "${VARIANTS[@]}"; }; then PGBR_NEEDED=1; fi
+if { has_phase restore && has b "${RESTORE_VARIANTS[@]}"; } || { has_phase base && has r "${VARIANTS[@]}"; }; then PGBR_NEEDED=1; fi
 if [[ -n $PGBR_NEEDED ]] && ! command -v pgbackrest >/dev/null; then
   [[ $(id -u) -eq 0 ]] || bench_die "pgbackrest not found: apt-get install pgbackrest"
   bench_log "installing pgbackrest (apt-get)"
@@ -184,6 +195,11 @@ PGB_ENV=(env -i PATH="$PATH" HOME="$BENCH_WORK" TMPDIR="$TMP" BACKUP_LOG_FORMAT=
   AWS_S3_BUCKET="$BUCKET" AWS_S3_ENDPOINT="$GARAGE_ENDPOINT" AWS_S3_REGION="$GARAGE_REGION"
   AWS_S3_FORCE_PATH_STYLE=true AWS_ACCESS_KEY_ID="$GARAGE_KEY_ID" AWS_SECRET_ACCESS_KEY="$GARAGE_SECRET"
   BACKUP_DATABASE_URL="$(pg_url "$DB")")
+
+# (d): the same, into a local directory instead of Garage.
+PGB_LOCAL_REPO=$BENCH_WORK/pgbackup-repo
+PGB_LOCAL_ENV=(env -i PATH="$PATH" HOME="$BENCH_WORK" TMPDIR="$TMP" BACKUP_LOG_FORMAT=json
+  BACKUP_LOCAL_DIR="$PGB_LOCAL_REPO" BACKUP_DATABASE_URL="$(pg_url "$DB")")
 
 # ---- helpers ---------------------------------------------------------------------
 
@@ -372,22 +388,54 @@ lag_small() { awk -v l="$(pgbackup_metrics | metric_sum backup_wal_archive_lag_b
 
 # ---- 2. the load streaming puts on the server -------------------------------------
 
-# load_run ROUND off|on: one pgbench run, with or without the daemon streaming.
+# rx_start [SPOOL] / rx_stop: pg_receivewal alone on a slot into a spool
+# (default on disk), as the daemon runs it (same flags), with nothing
+# reading the spool: the load of receiving WAL, without compression and
+# uploads.
+rx_start() {
+  RX_SPOOL=${1:-$BENCH_WORK/spool/rx}
+  mkdir -p "$RX_SPOOL"
+  "$PG_BIN/pg_receivewal" -h 127.0.0.1 -p "$PG_PORT" -U postgres --no-password -S "${SLOT_PREFIX}rx" \
+    --create-slot --if-not-exists >/dev/null 2>&1 || bench_die "pg_receivewal --create-slot failed"
+  nice -n 10 "$PG_BIN/pg_receivewal" -h 127.0.0.1 -p "$PG_PORT" -U postgres --no-password -S "${SLOT_PREFIX}rx" \
+    -D "$RX_SPOOL" --no-loop --status-interval=10 >"$BENCH_WORK/rx.log" 2>&1 &
+  RX_PID=$!
+  bench_wait_until 60 "pg_receivewal on slot ${SLOT_PREFIX}rx" slot_active "${SLOT_PREFIX}rx"
+}
+rx_stop() {
+  echo "receivewal_hwm_kb=$(proc_status_kb "$RX_PID" VmHWM)"
+  echo "receivewal_cpu_s=$(bench_calc "$(_bench_proc_ticks "$RX_PID" self) / $BENCH_CLK_TCK")"
+  kill -TERM "$RX_PID" 2>/dev/null || true
+  wait "$RX_PID" 2>/dev/null || true
+  slot_drop "${SLOT_PREFIX}rx"
+  rm -rf "$RX_SPOOL"
+}
+
+# load_run ROUND off|on|rx: one pgbench run, with nothing streaming, with
+# the daemon streaming, or with pg_receivewal alone.
 load_run() {
   local r=$1 v=$2 dir=$RUNS_DIR/load.$2.$1 l0 l1 s0 s1 g0 g1
   mkdir -p "$dir"
   sql "CHECKPOINT" >/dev/null
-  [[ $v == off ]] || stream_start "load$r" 60
+  case $v in
+    on) stream_start "load$r" 60 ;;
+    rx) rx_start ;;
+    rxm) rx_start "/dev/shm/pgbackup-bench-rx.$$" ;;
+  esac
   l0=$(lsn) s0=$(_bench_sys_ticks) g0=$(garage_cpu_ticks)
   pgbench_run "$dir/pgbench.log" "$LOAD_S" || { tail -5 "$dir/pgbench.log" >&2; bench_die "pgbench failed (load, round $r, $v)"; }
   l1=$(lsn) s1=$(_bench_sys_ticks) g1=$(garage_cpu_ticks)
-  [[ $v == off ]] || stream_stop "load$r"
+  case $v in
+    on) stream_stop "load$r" ;;
+    rx | rxm) rx_stop >"$dir/rx" ;;
+  esac
   {
     echo "tps=$(pgbench_tps "$dir/pgbench.log")"
     echo "wal_bytes=$(lsn_diff "$l1" "$l0")"
     echo "busy_pct=$(bench_calc "100 * (${s1% *} - ${s0% *}) / (${s1#* } - ${s0#* })")"
     echo "garage_cpu_s=$(bench_calc "($g1 - $g0) / $BENCH_CLK_TCK")"
-    [[ $v == off ]] || cat "$RUNS_DIR/stream.load$r"
+    [[ $v != on ]] || cat "$RUNS_DIR/stream.load$r"
+    [[ $v != rx* ]] || cat "$dir/rx"
   } >"$dir/summary"
   bench_log "load round $r ($v): $(bench_get "$dir/summary" tps) tps"
 }
@@ -409,6 +457,16 @@ base_run() {
       [[ $r != 1 ]] || base_check "base$r/"
       slot_drop "${SLOT_PREFIX}base"
       s3 s3 rm --recursive --only-show-errors "s3://$BUCKET/base$r/"
+      rss=$(bench_get "$dir/result" "proc.$PNAME.hwm_kb") what=pgbackup
+      ;;
+    d)
+      rm -rf "$PGB_LOCAL_REPO"
+      mkdir -p "$PGB_LOCAL_REPO"
+      bench_measure "$dir" -- "${PGB_LOCAL_ENV[@]}" BACKUP_WAL_SLOT="${SLOT_PREFIX}base" \
+        "$PGBACKUP_BIN" basebackup || bench_fail_run "$dir" "(d) pgbackup basebackup (local directory)"
+      stored=$(grep -o '"stored_bytes":[0-9]*' "$dir/stderr" | tail -1 | cut -d: -f2)
+      slot_drop "${SLOT_PREFIX}base"
+      rm -rf "$PGB_LOCAL_REPO"
       rss=$(bench_get "$dir/result" "proc.$PNAME.hwm_kb") what=pgbackup
       ;;
     r)
@@ -466,13 +524,15 @@ base_check() {
 restore_prepare() {
   local l0 seg
   bench_log "restore: base backups, then ${RESTORE_LOAD_S}s of pgbench while streaming"
-  [[ -e $PGBR_FLAG ]] || pgbr_setup
+  local pgbr_on=
+  ! has b "${RESTORE_VARIANTS[@]}" || pgbr_on=1
+  [[ -z $pgbr_on || -e $PGBR_FLAG ]] || pgbr_setup
   stream_start pitr 60
   l0=$(lsn)
   bench_measure "$RUNS_DIR/prep.base" -- "${PGB_ENV[@]}" BACKUP_FILE_PREFIX=pitr/ BACKUP_WAL_SLOT="${SLOT_PREFIX}pitr" \
     "$PGBACKUP_BIN" basebackup || bench_fail_run "$RUNS_DIR/prep.base" "pgbackup basebackup (restore phase)"
   PREP_BASE=$(awk 'NR == 1 { print $1 }' "$RUNS_DIR/prep.base/stdout")
-  pgbr --type=full backup || bench_die "pgbackrest backup (restore phase) failed"
+  [[ -z $pgbr_on ]] || pgbr --type=full backup || bench_die "pgbackrest backup (restore phase) failed"
   pgbench_run "$RUNS_DIR/prep.pgbench.log" "$RESTORE_LOAD_S" ||
     { tail -5 "$RUNS_DIR/prep.pgbench.log" >&2; bench_die "pgbench failed (restore phase)"; }
   MARK=$(bench_rand_hex 8)
@@ -480,7 +540,7 @@ restore_prepare() {
   seg=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
   REPLAY_BYTES=$(lsn_diff "$(lsn)" "$l0")
   bench_wait_until 600 "pgbackup to store $seg" s3_has "pitr/wal/$seg.zst"
-  bench_wait_until 600 "pgBackRest to archive $seg" pgbr_has "$seg"
+  [[ -z $pgbr_on ]] || bench_wait_until 600 "pgBackRest to archive $seg" pgbr_has "$seg"
   stream_stop pitr keep
   rm -f "$PGBR_FLAG"
   bench_log "restore: both archives hold $seg (marker $MARK); $(bench_fmt_bytes "$REPLAY_BYTES") of WAL since the base backups"
@@ -488,7 +548,8 @@ restore_prepare() {
     bench_fail_run "$RUNS_DIR/prep.dump" "pgbackup backup (restore phase)"
   DUMP_KEY=$(s3_keys "$BUCKET" logical/ | grep -v '\.manifest\.json$' | head -1)
   DUMP_STORED=$(s3_size "$BUCKET" "$DUMP_KEY")
-  PGBR_STORED=$(pgbr_last_size)
+  PGBR_STORED=0
+  [[ -z $pgbr_on ]] || PGBR_STORED=$(pgbr_last_size)
   SRC_ACCOUNTS=$(pg_psql "$DB" -c "SELECT count(*) FROM pgbench_accounts")
 }
 s3_has() { s3_keys "$BUCKET" "$1" | grep -qxF "$1"; }
@@ -516,7 +577,8 @@ restore_run() {
     [[ $(id -u) -ne 0 ]] || chown postgres: "$target"
   fi
   case $v in
-    t) bench_measure "$dir" -- "${CLOSEFDS[@]}" "${PGB_ENV[@]}" BACKUP_FILE_PREFIX=pitr/ PG_BIN_DIR="$PG_BIN" "$PGBACKUP_BIN" restore \
+    t | s) bench_measure "$dir" -- "${CLOSEFDS[@]}" "${PGB_ENV[@]}" BACKUP_FILE_PREFIX=pitr/ PG_BIN_DIR="$PG_BIN" \
+      BACKUP_WAL_PREFETCH_SEGMENTS="$([[ $v == t ]] && echo 8 || echo 0)" "$PGBACKUP_BIN" restore \
       --to-time latest --target-dir "$target" --start --port "$port" ;;
     b) bench_measure "$dir" -- "${CLOSEFDS[@]}" "${AS_PG[@]}" bash -c 'pgbackrest --config="$1" --stanza=bench --pg1-path="$2" restore &&
         "$3/pg_ctl" -D "$2" -l "$2/recovery.log" -o "-p $4" -w -t 3600 start >/dev/null &&
@@ -539,7 +601,7 @@ restore_run() {
     "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$target" -m fast -w stop >/dev/null
     rm -rf "$target" "$target.wal-fetch.env"
   fi
-  if [[ $v == t ]]; then
+  if [[ $v == [ts] ]]; then
     # "unpacked ... in 12.3s; ..." and "recovery ended in 4.5s; ..." on stdout.
     line=$(grep -o '^unpacked .* in [0-9.]*s;' "$dir/stdout" | grep -o '[0-9.]*s;$' | tr -d 's;' || true)
     echo "unpack_s=${line:-nan}" >>"$dir/result"
@@ -557,8 +619,7 @@ if has_phase rpo; then
 fi
 if has_phase load; then
   for ((r = 1; r <= RUNS; r++)); do
-    load_run "$r" off
-    load_run "$r" on
+    for v in "${LOAD_VARIANTS[@]}"; do load_run "$r" "$v"; done
   done
 fi
 if has_phase base; then
@@ -570,7 +631,7 @@ fi
 if has_phase restore; then
   restore_prepare
   for ((r = 1; r <= RUNS; r++)); do
-    for v in t b l; do restore_run "$v" "$r"; done
+    for v in "${RESTORE_VARIANTS[@]}"; do restore_run "$v" "$r"; done
   done
 fi
 LEFT_SLOTS=$(sql "SELECT count(*) FROM pg_replication_slots")
@@ -616,10 +677,12 @@ for f in "$RUNS_DIR"/stream.*; do [[ -e $f ]] && STREAMS+=("$f"); done
 label() {
   case $1 in
     p) echo '(p) `pgbackup basebackup` → Garage (zstd 1, two threads)' ;;
+    d) echo '(d) `pgbackup basebackup` → local directory (zstd 1, two threads)' ;;
     r) echo '(r) pgBackRest full backup (zst 1, process-max 2), local repository' ;;
     z) echo '(z) `pg_basebackup -Ft -X none -c fast -D - | zstd -1 -T2`' ;;
     u) echo '(u) `pg_basebackup -Ft -X none -c fast -D - > /dev/null` (reference)' ;;
-    t) echo '(t) `pgbackup restore --to-time latest --start`' ;;
+    t) echo '(t) `pgbackup restore --to-time latest --start` (read-ahead of 8 segments, the default)' ;;
+    s) echo '(s) the same, one segment per request (`BACKUP_WAL_PREFETCH_SEGMENTS=0`)' ;;
     b) echo '(b) `pgbackrest restore`, start, until recovery has ended' ;;
     l) echo '(l) `pgbackup restore latest --jobs 2` (logical dump of the database)' ;;
   esac
@@ -639,18 +702,19 @@ targets() {
     ratio=$(ratios load.on.%/summary load.off.%/summary tps | median_of)
     echo "| TPS while streaming ≥ 0.95 × without (median of the per-round ratios) | $(fmt %.3f "$ratio") × (rounds $(ratios load.on.%/summary load.off.%/summary tps | rspread); medians $(fmt %.0f "$(med load.on.%/summary tps)") vs $(fmt %.0f "$(med load.off.%/summary tps)") tps) | $(verdict "$ratio >= 0.95") |"
   fi
-  if has_phase base && has p "${VARIANTS[@]}"; then
+  if has_phase base; then
     faster=
     for fv in r z; do
       has "$fv" "${VARIANTS[@]}" || continue
       if [[ -z $faster ]] || awk "BEGIN { exit !($(med "base.$fv.%/summary" wall_s) < $(med "base.$faster.%/summary" wall_s)) }"; then faster=$fv; fi
     done
-    if [[ -n $faster ]]; then
-      ratio=$(bench_calc "$(med base.p.%/summary wall_s) / $(med "base.$faster.%/summary" wall_s)")
-      echo "| base backup: (p) ≤ 1.2 × the faster of (r), (z) | $(fmt %.2f "$ratio") × ($faster) ($(fmt %.1f "$(med base.p.%/summary wall_s)") s vs $(fmt %.1f "$(med "base.$faster.%/summary" wall_s)") s) | $(verdict "$ratio <= 1.2") |"
-    fi
-    m=$(vals base.p.%/summary rss_kb | sort -g | tail -1)
-    echo "| base backup: pgbackup's peak RSS ≤ 64 MiB | $(mib "$m") (max over rounds, VmHWM) | $(verdict "$m <= 65536") |"
+    for pv in d p; do
+      has "$pv" "${VARIANTS[@]}" && [[ -n $faster ]] || continue
+      ratio=$(bench_calc "$(med "base.$pv.%/summary" wall_s) / $(med "base.$faster.%/summary" wall_s)")
+      echo "| base backup: ($pv) ≤ 1.2 × the faster of (r), (z) | $(fmt %.2f "$ratio") × ($faster) ($(fmt %.1f "$(med "base.$pv.%/summary" wall_s)") s vs $(fmt %.1f "$(med "base.$faster.%/summary" wall_s)") s) | $(verdict "$ratio <= 1.2") |"
+    done
+    m=$(for pv in p d; do has "$pv" "${VARIANTS[@]}" && vals "base.$pv.%/summary" rss_kb; done | sort -g | tail -1)
+    [[ -z $m ]] || echo "| base backup: pgbackup's peak RSS ≤ 64 MiB | $(mib "$m") (max over rounds, VmHWM) | $(verdict "$m <= 65536") |"
   fi
   if has_phase restore; then
     ratio=$(bench_calc "$(med restore.t.%/result wall_s) / $(med restore.l.%/result wall_s)")
@@ -702,18 +766,23 @@ report() {
     echo
     echo "## 2. Load on the server"
     echo
-    echo "\`pgbench -T $LOAD_S ${PGBENCH_ARGS[*]}\`, rounds of (off) no daemon, (on) the daemon streaming (flush 60 s). A CHECKPOINT before each run."
+    echo "\`pgbench -T $LOAD_S ${PGBENCH_ARGS[*]}\`, interleaved rounds of (off) nothing streaming, (on) the daemon streaming (flush 60 s)," \
+      "(rx) \`pg_receivewal\` alone on a slot into a spool on disk, with the daemon's flags and priority and nothing reading the spool," \
+      "(rxm) the same into a spool in memory (/dev/shm). A CHECKPOINT before each run."
     echo
-    echo "| | tps, median (min–max) | WAL per run | daemon CPU s | pg_receivewal CPU s | Garage CPU s | machine busy |"
-    echo "|---|---|---|---|---|---|---|"
-    for v in off on; do
+    echo "| | tps, median (min–max) | × off | WAL per run | daemon CPU s | pg_receivewal CPU s | Garage CPU s | machine busy |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for v in "${LOAD_VARIANTS[@]}"; do
       s=load.$v.%/summary
-      echo "| $v | $(fmt %.0f "$(med "$s" tps)") ($(spread "$s" tps %.0f)) | $(bench_fmt_bytes "$(med "$s" wal_bytes)") |" \
-        "$([[ $v == on ]] && fmt %.1f "$(med "$s" daemon_cpu_s)" || echo —) | $([[ $v == on ]] && fmt %.1f "$(med "$s" receivewal_cpu_s)" || echo —) |" \
+      echo "| $v | $(fmt %.0f "$(med "$s" tps)") ($(spread "$s" tps %.0f)) | $(fmt %.3f "$(ratios "$s" load.off.%/summary tps | median_of)") | $(bench_fmt_bytes "$(med "$s" wal_bytes)") |" \
+        "$([[ $v == on ]] && fmt %.1f "$(med "$s" daemon_cpu_s)" || echo —) | $([[ $v != off ]] && fmt %.1f "$(med "$s" receivewal_cpu_s)" || echo —) |" \
         "$(fmt %.1f "$(med "$s" garage_cpu_s)") | $(fmt %.0f "$(med "$s" busy_pct)") % |"
     done
     echo
-    echo "Per round, on / off: $(ratios load.on.%/summary load.off.%/summary tps | awk '{ printf "%s%.3f", (NR > 1 ? ", " : ""), $1 }')."
+    for v in "${LOAD_VARIANTS[@]}"; do
+      [[ $v != off ]] || continue
+      echo "Per round, $v / off: $(ratios "load.$v.%/summary" load.off.%/summary tps | awk '{ printf "%s%.3f", (NR > 1 ? ", " : ""), $1 }')."
+    done
   fi
   if has_phase base; then
     echo
@@ -752,19 +821,25 @@ report() {
     echo
     echo "| variant | wall, median (min–max) | × (l) | × (b) | client CPU s | peak RSS |"
     echo "|---|---|---|---|---|---|"
-    for v in t b l; do
+    for v in "${RESTORE_VARIANTS[@]}"; do
       s=restore.$v.%/result
       local big
       big=$(bench_largest_process "$RUNS_DIR/restore.$v.1")
       echo "| $(label "$v") | $(fmt %.1f "$(med "$s" wall_s)") s ($(spread "$s" wall_s)) | $(fmt %.2f "$(bench_calc "$(med "$s" wall_s) / $(med restore.l.%/result wall_s)")") |" \
-        "$(fmt %.2f "$(bench_calc "$(med "$s" wall_s) / $(med restore.b.%/result wall_s)")") |" \
+        "$(has b "${RESTORE_VARIANTS[@]}" && fmt %.2f "$(bench_calc "$(med "$s" wall_s) / $(med restore.b.%/result wall_s)")" || echo —) |" \
         "$(fmt %.1f "$(for ((r = 1; r <= RUNS; r++)); do bench_calc "$(bench_get "$RUNS_DIR/restore.$v.$r/result" time_user_s) + $(bench_get "$RUNS_DIR/restore.$v.$r/result" time_sys_s)"; done | median_of)") |" \
         "$(mib "${big%% *}") (${big#* }, round 1) |"
     done
     echo
-    echo "(t) split, as pgbackup reports it: unpacking $(fmt %.1f "$(med restore.t.%/result unpack_s)") s, then start and recovery $(fmt %.1f "$(med restore.t.%/result recover_s)") s (medians)."
-    echo "Per round, (t) / (l): $(ratios restore.t.%/result restore.l.%/result wall_s | awk '{ printf "%s%.2f", (NR > 1 ? ", " : ""), $1 }');" \
-      "(t) / (b): $(ratios restore.t.%/result restore.b.%/result wall_s | awk '{ printf "%s%.2f", (NR > 1 ? ", " : ""), $1 }')."
+    for v in t s; do
+      has "$v" "${RESTORE_VARIANTS[@]}" || continue
+      echo "($v) split, as pgbackup reports it: unpacking $(fmt %.1f "$(med "restore.$v.%/result" unpack_s)") s, then start and recovery $(fmt %.1f "$(med "restore.$v.%/result" recover_s)") s (medians)."
+    done
+    for v in s b; do
+      has "$v" "${RESTORE_VARIANTS[@]}" || continue
+      echo "Per round, (t) / ($v): $(ratios restore.t.%/result "restore.$v.%/result" wall_s | awk '{ printf "%s%.2f", (NR > 1 ? ", " : ""), $1 }')."
+    done
+    echo "Per round, (t) / (l): $(ratios restore.t.%/result restore.l.%/result wall_s | awk '{ printf "%s%.2f", (NR > 1 ? ", " : ""), $1 }')."
   fi
   if ((${#STREAMS[@]})); then
     echo
@@ -790,7 +865,8 @@ report() {
     "pgbench_accounts) and removed before the next. Replication slots left at the end: $LEFT_SLOTS."
   echo "Run: \`bench/pitr.sh\` (BENCH_RUNS=$RUNS BENCH_SCALE=$SCALE PITR_PHASES=\"${PHASES[*]}\" PITR_RPO_FLUSHES=\"${FLUSHES[*]}\"" \
     "PITR_RPO_SECONDS=$RPO_S${RPO_RATE:+ PITR_RPO_RATE=$RPO_RATE} PITR_LOAD_SECONDS=$LOAD_S PITR_PGBENCH_ARGS=\"${PGBENCH_ARGS[*]}\"" \
-    "PITR_BASE_VARIANTS=\"${VARIANTS[*]}\" PITR_RESTORE_LOAD_SECONDS=$RESTORE_LOAD_S)."
+    "PITR_LOAD_VARIANTS=\"${LOAD_VARIANTS[*]}\" PITR_BASE_VARIANTS=\"${VARIANTS[*]}\" PITR_RESTORE_VARIANTS=\"${RESTORE_VARIANTS[*]}\"" \
+    "PITR_RESTORE_LOAD_SECONDS=$RESTORE_LOAD_S)."
 }
 
 mkdir -p "$(dirname "$RESULTS")"

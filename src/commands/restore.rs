@@ -187,7 +187,16 @@ async fn to_time(a: Args, t: &str) -> anyhow::Result<()> {
             a.port,
             opts.dir.display()
         ),
-        None => println!("start it as the directory's owner with:\n  {}", r.start_command),
+        None => {
+            println!("start it as the directory's owner with:\n  {}", r.start_command);
+            println!(
+                "after recovery, also delete {} (WAL read ahead of recovery)",
+                opts.dir
+                    .join("pg_wal")
+                    .join(crate::wal::prefetch::DIR_NAME)
+                    .display()
+            );
+        }
     }
     Ok(())
 }

@@ -158,12 +158,13 @@ pub async fn read(
 }
 
 /// Writes beside `dest` and renames: the server never sees half a file.
+/// No fsync: the server replays the file at once and removes it, and after
+/// a crash recovery asks for it again.
 fn write_atomically(dest: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = dest.with_extension("pgbackup-tmp");
     let r = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
         std::fs::rename(&tmp, dest)
     })();
     if r.is_err() {

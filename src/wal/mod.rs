@@ -20,6 +20,7 @@ pub mod archiver;
 pub mod base;
 pub mod fetch;
 pub mod pitr;
+pub mod prefetch;
 pub mod record;
 pub mod retention;
 

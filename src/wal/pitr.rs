@@ -289,6 +289,13 @@ pub async fn restore(
         let t1 = std::time::Instant::now();
         start_and_wait(&pg_ctl, &o.dir, port, owner, &o.cancel).await?;
         report.recovered = Some(t1.elapsed());
+        // Segments read ahead past the target are of no further use.
+        let ahead = o.dir.join("pg_wal").join(super::prefetch::DIR_NAME);
+        tokio::task::spawn_blocking(move || {
+            super::prefetch::remove(&ahead, Duration::from_secs(10))
+        })
+        .await
+        .ok();
     }
     Ok(report)
 }

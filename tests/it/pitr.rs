@@ -254,6 +254,8 @@ fn restores_a_cluster_to_a_chosen_second_with_exactly_the_rows_committed_by_then
     let restored = ids(&r.psql("SELECT id FROM t ORDER BY id"));
     assert_eq!(restored, before, "exactly the rows committed by {t}");
     assert_eq!(r.psql("SELECT pg_is_in_recovery()").trim(), "f");
+    // WAL read ahead of recovery is removed once it has ended.
+    assert!(!r.dir.join("pg_wal/pgbackup-prefetch").exists());
 }
 
 #[test]
@@ -559,6 +561,114 @@ fn wal_fetch_verifies_every_segment_and_tells_missing_from_corrupt() {
     assert_eq!(corrupt.code, 255, "{}", corrupt.all());
     assert!(corrupt.stderr.contains("corrupt"), "{}", corrupt.stderr);
     assert!(!dest.exists(), "nothing handed to the server");
+}
+
+#[test]
+fn wal_fetch_reads_ahead_only_verified_segments_and_hands_them_over_by_rename() {
+    let p = Pitr::new("pitr-ahead");
+    let _d = p.daemon();
+    p.basebackup();
+    // A commit in each segment (one query string would be one transaction,
+    // committed after the switch).
+    for _ in 0..6 {
+        p.write(1, Duration::ZERO);
+        p.pg.psql("postgres", "SELECT pg_switch_wal()");
+    }
+    let completed = || -> Vec<String> {
+        let mut v: Vec<String> = wal_keys(&p.bucket)
+            .into_iter()
+            .filter(|k| k.len() == "backup_wal/000000010000000000000002.zst".len())
+            .map(|k| k["backup_wal/".len().."backup_wal/".len() + 24].to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    eventually("six completed segments", Duration::from_secs(60), || {
+        completed().len() >= 6
+    });
+    let segs = completed();
+    let key = |name: &str| format!("backup_wal/{name}.zst");
+    let original =
+        |name: &str| zstd::decode_all(&garage().get(&p.bucket, &key(name)).0[..]).unwrap();
+    let corrupt = |name: &str| {
+        let (mut bytes, meta) = garage().get(&p.bucket, &key(name));
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        garage().put(&p.bucket, &key(name), bytes, meta);
+    };
+    let (s0, s1, s2, s3) = (&segs[0], &segs[1], &segs[2], &segs[3]);
+    let good_s1 = original(s1);
+    let good_s2 = original(s2);
+    // The read-ahead must stop at a corrupt segment, never keep it.
+    corrupt(s3);
+
+    let data = temp_dir("ahead");
+    let pg_wal = data.join("pg_wal");
+    std::fs::create_dir(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let dest_s = dest.to_string_lossy().into_owned();
+    let ahead = pg_wal.join("pgbackup-prefetch");
+    let mut env = p.env();
+    env.push(("BACKUP_WAL_PREFETCH_SEGMENTS".into(), "8".into()));
+    let fetch = |name: &str| pgbackup(&["wal-fetch", name, &dest_s], &env);
+
+    let r = fetch(s0);
+    assert_eq!(r.code, 0, "{}", r.all());
+    eventually(
+        "the read-ahead to stop at the corrupt segment",
+        Duration::from_secs(60),
+        || {
+            ahead.join(s2).exists()
+                && !std::fs::read_dir(&ahead)
+                    .unwrap()
+                    .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".part"))
+                && std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(ahead.join("lock"))
+                    .unwrap()
+                    .try_lock()
+                    .is_ok()
+        },
+    );
+    assert!(ahead.join(s1).exists());
+    assert!(
+        !ahead.join(s3).exists(),
+        "a corrupt segment is never read ahead"
+    );
+
+    // Corrupted in the store after it was read ahead: the request is
+    // served the verified copy, by rename, without reading the store.
+    corrupt(s1);
+    let r = fetch(s1);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        std::fs::read(&dest).unwrap() == good_s1,
+        "the read-ahead copy is the stored segment"
+    );
+    assert!(!ahead.join(s1).exists(), "handed over, not copied");
+    assert!(!ahead.join(s0).exists());
+
+    let r = fetch(s2);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(std::fs::read(&dest).unwrap() == good_s2);
+    scanner_agrees_with_pg_waldump(&p.pg.bin, &dest, s2);
+
+    // The corrupt one is fetched by the request itself, and refused.
+    std::fs::remove_file(&dest).unwrap();
+    let r = fetch(s3);
+    assert_eq!(r.code, 255, "{}", r.all());
+    assert!(r.stderr.contains("corrupt"), "{}", r.stderr);
+    assert!(!dest.exists(), "nothing handed to the server");
+
+    // Off: no directory, one segment per request.
+    let plain = temp_dir("noahead");
+    let plain_dest = plain.join("RECOVERYXLOG");
+    let mut env0 = p.env();
+    env0.push(("BACKUP_WAL_PREFETCH_SEGMENTS".into(), "0".into()));
+    let r = pgbackup(&["wal-fetch", s2, &plain_dest.to_string_lossy()], &env0);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(std::fs::read(&plain_dest).unwrap() == good_s2);
+    assert!(!plain.join("pgbackup-prefetch").exists());
 }
 
 /// pgbackup's WAL scanner against PostgreSQL's own reader, on a real
