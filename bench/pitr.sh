@@ -730,7 +730,7 @@ report() {
   local f s v r
   echo "# Point-in-time recovery benchmark"
   echo
-  echo "- date: $STARTED; phases: ${PHASES[*]}; $RUNS interleaved round(s) in load, base and restore; medians, spread min–max"
+  echo "- date: $STARTED; phases: ${PHASES[*]}; $RUNS interleaved round(s) in each of load, base and restore that ran; medians, spread min–max"
   echo "$MACHINE" | sed 's/^/- /'
   echo "- load average at the end: $(cut -d' ' -f1-3 /proc/loadavg). The machine is shared with other users' builds and noisy:" \
     "compare the variants of one run (they run interleaved), not absolute times across runs"
