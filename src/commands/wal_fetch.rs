@@ -61,6 +61,24 @@ fn vars(a: &Args) -> anyhow::Result<Vars> {
     })
 }
 
+/// The store the WAL is read from, as the settings name it.
+struct Source {
+    prefix: String,
+    identity: Option<std::sync::Arc<crate::crypto::Identities>>,
+    storage: std::sync::Arc<dyn crate::storage::ObjectStore>,
+}
+
+async fn open(vars: &Vars) -> anyhow::Result<Source> {
+    let store = StoreConfig::read(vars)?;
+    let identity = EncryptionConfig::read(vars)?.identity;
+    let storage = super::open_storage(&store).await;
+    Ok(Source {
+        prefix: store.prefix,
+        identity,
+        storage,
+    })
+}
+
 async fn fetch_one(a: &Args) -> anyhow::Result<Fetched> {
     let vars = vars(a)?;
     let depth = config::wal_prefetch_segments(&vars)?;
@@ -75,13 +93,11 @@ async fn fetch_one(a: &Args) -> anyhow::Result<Fetched> {
             return Ok(Fetched::Stored(format!("{}/{}", dir.display(), a.name)));
         }
     }
-    let store = StoreConfig::read(&vars)?;
-    let identity = EncryptionConfig::read(&vars)?.identity;
-    let storage = super::open_storage(&store).await;
+    let src = open(&vars).await?;
     let fetched = fetch::fetch(
-        storage.as_ref(),
-        &store.prefix,
-        identity.as_deref(),
+        src.storage.as_ref(),
+        &src.prefix,
+        src.identity.as_deref(),
         &a.name,
         &a.path,
     )
@@ -106,13 +122,11 @@ fn start_read_ahead(a: &Args, dir: &Path) {
 async fn read_ahead(a: &Args) -> anyhow::Result<()> {
     let vars = vars(a)?;
     let depth = config::wal_prefetch_segments(&vars)?;
-    let store = StoreConfig::read(&vars)?;
-    let identity = EncryptionConfig::read(&vars)?.identity;
-    let storage = super::open_storage(&store).await;
+    let src = open(&vars).await?;
     prefetch::run(
-        storage.as_ref(),
-        &store.prefix,
-        identity.as_deref(),
+        src.storage.as_ref(),
+        &src.prefix,
+        src.identity.as_deref(),
         &a.path,
         depth,
     )
