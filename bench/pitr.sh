@@ -384,6 +384,14 @@ rpo_session() {
   bench_log "rpo: flush ${flush}s: p95 age $(bench_get "$dir/summary" age_p95)s, max $(bench_get "$dir/summary" age_max)s, $(bench_get "$dir/summary" tps) tps"
 }
 stored_once() { [[ $(pgbackup_metrics | metric_sum backup_wal_last_archived_timestamp_seconds) != 0 ]]; }
+# walsender_ticks: CPU ticks used so far by the walsenders of active slots.
+walsender_ticks() {
+  local t=0 p
+  for p in $(sql "SELECT active_pid FROM pg_replication_slots WHERE active"); do
+    t=$((t + $(_bench_proc_ticks "$p" self)))
+  done
+  echo "$t"
+}
 lag_small() { awk -v l="$(pgbackup_metrics | metric_sum backup_wal_archive_lag_bytes)" 'BEGIN { exit !(l < 16777216) }'; }
 
 # ---- 2. the load streaming puts on the server -------------------------------------
@@ -414,7 +422,7 @@ rx_stop() {
 # load_run ROUND off|on|rx: one pgbench run, with nothing streaming, with
 # the daemon streaming, or with pg_receivewal alone.
 load_run() {
-  local r=$1 v=$2 dir=$RUNS_DIR/load.$2.$1 l0 l1 s0 s1 g0 g1
+  local r=$1 v=$2 dir=$RUNS_DIR/load.$2.$1 l0 l1 s0 s1 g0 g1 p0 p1 w0 w1
   mkdir -p "$dir"
   sql "CHECKPOINT" >/dev/null
   case $v in
@@ -422,9 +430,9 @@ load_run() {
     rx) rx_start ;;
     rxm) rx_start "/dev/shm/pgbackup-bench-rx.$$" ;;
   esac
-  l0=$(lsn) s0=$(_bench_sys_ticks) g0=$(garage_cpu_ticks)
+  l0=$(lsn) s0=$(_bench_sys_ticks) g0=$(garage_cpu_ticks) p0=$(pg_cpu_ticks) w0=$(walsender_ticks)
   pgbench_run "$dir/pgbench.log" "$LOAD_S" || { tail -5 "$dir/pgbench.log" >&2; bench_die "pgbench failed (load, round $r, $v)"; }
-  l1=$(lsn) s1=$(_bench_sys_ticks) g1=$(garage_cpu_ticks)
+  l1=$(lsn) s1=$(_bench_sys_ticks) g1=$(garage_cpu_ticks) p1=$(pg_cpu_ticks) w1=$(walsender_ticks)
   case $v in
     on) stream_stop "load$r" ;;
     rx | rxm) rx_stop >"$dir/rx" ;;
@@ -434,6 +442,8 @@ load_run() {
     echo "wal_bytes=$(lsn_diff "$l1" "$l0")"
     echo "busy_pct=$(bench_calc "100 * (${s1% *} - ${s0% *}) / (${s1#* } - ${s0#* })")"
     echo "garage_cpu_s=$(bench_calc "($g1 - $g0) / $BENCH_CLK_TCK")"
+    echo "pg_cpu_s=$(bench_calc "($p1 - $p0) / $BENCH_CLK_TCK")"
+    echo "walsender_cpu_s=$(bench_calc "($w1 - $w0) / $BENCH_CLK_TCK")"
     [[ $v != on ]] || cat "$RUNS_DIR/stream.load$r"
     [[ $v != rx* ]] || cat "$dir/rx"
   } >"$dir/summary"
@@ -770,11 +780,12 @@ report() {
       "(rx) \`pg_receivewal\` alone on a slot into a spool on disk, with the daemon's flags and priority and nothing reading the spool," \
       "(rxm) the same into a spool in memory (/dev/shm). A CHECKPOINT before each run."
     echo
-    echo "| | tps, median (min–max) | × off | WAL per run | daemon CPU s | pg_receivewal CPU s | Garage CPU s | machine busy |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| | tps, median (min–max) | × off | WAL per run | PostgreSQL CPU s (walsender) | daemon CPU s | pg_receivewal CPU s | Garage CPU s | machine busy |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     for v in "${LOAD_VARIANTS[@]}"; do
       s=load.$v.%/summary
       echo "| $v | $(fmt %.0f "$(med "$s" tps)") ($(spread "$s" tps %.0f)) | $(fmt %.3f "$(ratios "$s" load.off.%/summary tps | median_of)") | $(bench_fmt_bytes "$(med "$s" wal_bytes)") |" \
+        "$(fmt %.1f "$(med "$s" pg_cpu_s)") ($(fmt %.1f "$(med "$s" walsender_cpu_s)")) |" \
         "$([[ $v == on ]] && fmt %.1f "$(med "$s" daemon_cpu_s)" || echo —) | $([[ $v != off ]] && fmt %.1f "$(med "$s" receivewal_cpu_s)" || echo —) |" \
         "$(fmt %.1f "$(med "$s" garage_cpu_s)") | $(fmt %.0f "$(med "$s" busy_pct)") % |"
     done

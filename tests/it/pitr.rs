@@ -564,6 +564,44 @@ fn wal_fetch_verifies_every_segment_and_tells_missing_from_corrupt() {
 }
 
 #[test]
+fn a_corrupt_base_backup_is_named_and_leaves_the_target_empty() {
+    let p = Pitr::new("pitr-corrupt-base");
+    let _d = p.daemon();
+    p.write(3, Duration::ZERO);
+    let out = p.basebackup();
+    let key = out.split_whitespace().next().unwrap().to_string();
+    assert!(key.starts_with("backup_base/"), "{out}");
+    p.write(1, Duration::ZERO);
+    p.wait_archived();
+    let (mut bytes, meta) = garage().get(&p.bucket, &key);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    garage().put(&p.bucket, &key, bytes, meta);
+
+    let r = Restored::dir_for(&p.pg.bin);
+    let mut env = p.env();
+    env.push(("PG_BIN_DIR".into(), p.pg.bin.to_string_lossy().into_owned()));
+    let out = r.restore("latest", &env, &["--start", "--port", &r.port.to_string()]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    // The last line is the error, and it names the object and the cause.
+    let line = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.contains(&key) && line.contains("corrupt: its sha256 is"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read_dir(&r.dir).unwrap().next().is_none(),
+        "the target directory is left empty"
+    );
+    assert!(!r.dir.with_file_name("data.wal-fetch.env").exists());
+    assert!(
+        !r.dir.join("postmaster.pid").exists(),
+        "no server was started"
+    );
+}
+
+#[test]
 fn wal_fetch_reads_ahead_only_verified_segments_and_hands_them_over_by_rename() {
     let p = Pitr::new("pitr-ahead");
     let _d = p.daemon();
