@@ -11,9 +11,12 @@
 //! when asked for. Files the replay has passed are removed at each request,
 //! so the directory holds at most that many segments plus one in writing;
 //! `restore --to-time --start` removes it when recovery has ended. The
-//! read-ahead is bounded: it exits when the window after the newest
-//! request is full, at the first segment not stored, or on any error
-//! (the request itself then meets the error and reports it).
+//! read-ahead is bounded: with its window full it waits for the next
+//! request (one process serves the whole recovery, instead of one started
+//! per segment), and it exits when no request came for IDLE, when its
+//! directory or the request file is removed, at the first segment not
+//! stored, or on any error (the request itself then meets the error and
+//! reports it).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
@@ -41,6 +44,10 @@ const PART: &str = ".part";
 const IN_FLIGHT: usize = 2;
 /// How long a request waits for a segment the read-ahead is writing.
 const WAIT: Duration = Duration::from_secs(60);
+/// How long a read-ahead with a full window waits for the next request.
+const IDLE: Duration = Duration::from_secs(10);
+/// How often it looks: small beside the replay of a segment.
+const POLL: Duration = Duration::from_millis(5);
 
 /// The read-ahead directory for a `%p` of `pg_wal/RECOVERYXLOG`.
 pub fn dir_for(dest: &Path) -> PathBuf {
@@ -165,6 +172,8 @@ pub fn spawn(exe: &Path, env_file: Option<&Path>, name: &str, dir: &Path) -> io:
 
 /// Removes the directory once no read-ahead is running (at most `wait`).
 pub fn remove(dir: &Path, wait: Duration) {
+    // A read-ahead waiting for the next request stops at once.
+    let _ = std::fs::remove_file(dir.join(REQUESTED));
     let deadline = Instant::now() + wait;
     while dir.exists() && running(dir) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -211,7 +220,10 @@ pub async fn run(
             .filter(|s| !dir.join(s.name(DEFAULT_SEGMENT_SIZE)).exists())
             .collect();
         if want.is_empty() {
-            return Ok(());
+            if next_request(dir, req, IDLE).await.is_none() {
+                return Ok(());
+            }
+            continue;
         }
         let mut downloads = futures::stream::iter(want)
             .map(|s| one(store, prefix, identity, dir, s.name(DEFAULT_SEGMENT_SIZE)))
@@ -222,6 +234,20 @@ pub async fn run(
                 // The end of what is stored: a later request starts anew.
                 Ahead::NotStored => return Ok(()),
             }
+        }
+    }
+}
+
+/// Waits for a request other than `after`; `None` after `idle` without
+/// one, or once the request file is gone (`remove` deletes it first).
+async fn next_request(dir: &Path, after: Segment, idle: Duration) -> Option<Segment> {
+    let deadline = tokio::time::Instant::now() + idle;
+    loop {
+        match requested(dir) {
+            None => return None,
+            Some(r) if r != after => return Some(r),
+            Some(_) if tokio::time::Instant::now() >= deadline => return None,
+            Some(_) => tokio::time::sleep(POLL).await,
         }
     }
 }
@@ -366,6 +392,28 @@ mod tests {
         let t = Instant::now();
         assert!(!take(&dir, "000000010000000000000006", &dest));
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_waits_for_the_next_request_until_idle_or_removed() {
+        let d = Scratch::new();
+        let (a, b) = ("000000010000000000000005", "000000010000000000000006");
+        note_request(d.path(), a).unwrap();
+        // No new request: gives up after the idle time, not before.
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(next_request(d.path(), seg(a), IDLE).await, None);
+        assert!(t0.elapsed() >= IDLE);
+        // A new request is picked up at the next look.
+        note_request(d.path(), b).unwrap();
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(next_request(d.path(), seg(a), IDLE).await, Some(seg(b)));
+        assert!(t0.elapsed() <= POLL);
+        // remove() deletes the request file first, which stops the wait.
+        remove(d.path(), Duration::ZERO);
+        assert!(!d.path().exists());
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(next_request(d.path(), seg(b), IDLE).await, None);
+        assert!(t0.elapsed() < POLL);
     }
 
     #[test]
