@@ -370,43 +370,9 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Decompressed bytes, read in chunks on one thread and handed to another.
-type Chunk = io::Result<Vec<u8>>;
-
-/// How much decompressed data a chunk holds, and how many wait in between:
-/// enough that writing files never waits on a chunk being decompressed.
-const CHUNK: usize = 1 << 20;
-const CHUNKS_IN_FLIGHT: usize = 8;
-
-/// Reads what the decompressing thread sends, in order.
-struct Chunks {
-    rx: std::sync::mpsc::Receiver<Chunk>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for Chunks {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.cur = chunk?;
-                    self.pos = 0;
-                }
-                // The sender is gone after the last chunk.
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// Downloads, hashes, decrypts and decompresses on one thread while another
-/// writes the files: on two cores unpacking takes the longer of the two
-/// rather than their sum.
+/// Streams the base backup into `dir` and checks its sha256. One thread:
+/// a version that decompressed on a second thread measured no faster
+/// (bench/results/pitr-unpack.md); the CPU is not what limits it.
 async fn unpack(
     store: &dyn ObjectStore,
     base: &BaseInfo,
@@ -423,116 +389,54 @@ async fn unpack(
     let encrypted = base.base.encrypted;
     tokio::task::spawn_blocking(move || -> Result<(), JobError> {
         let bad = |what: String| JobError::permanent(STAGE, format!("{key}: {what}"));
-        let inner = SyncIoBridge::new(reader);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(CHUNKS_IN_FLIGHT);
-        std::thread::scope(|scope| {
-            let producer = scope.spawn(move || decompress(inner, encrypted, identity, &want, tx));
-            let mut chunks = Chunks {
-                rx,
-                cur: Vec::new(),
-                pos: 0,
-            };
-            let mut written = {
-                let mut archive = tar::Archive::new(&mut chunks);
-                archive.set_preserve_permissions(true);
-                archive.set_overwrite(false);
-                archive.unpack(&dir)
-            };
-            // The tar ends before the stream does, and the rest is hashed
-            // too; after a failed unpack, a corrupt object is the likely cause.
-            let rest = io::copy(&mut chunks, &mut io::sink());
-            if written.is_ok() {
-                written = rest.map(drop);
-            }
-            drop(chunks);
-            let read = producer
-                .join()
-                .unwrap_or_else(|_| Err(Some("the decompressing thread died".into())));
-            // A reading error is the cause of the writing error it led to.
-            if let Err(Some(what)) = read {
-                return Err(bad(what));
-            }
-            written.map_err(|e| bad(format!("cannot unpack into {}: {e}", dir.display())))?;
-            read.map_err(|_| bad("unpacking stopped early".into()))
-        })
+        let mut hashing = Hashing {
+            inner: SyncIoBridge::new(reader),
+            sha: Sha256::new(),
+        };
+        let unpacked = unpack_stream(&mut hashing, encrypted, identity.as_deref(), &dir);
+        // The tar ends before the stream does, and the rest is hashed too:
+        // even after a failure, as a corrupt object is the cause to name.
+        let end = io::copy(&mut hashing, &mut io::sink());
+        let got = hex::encode(hashing.sha.finalize());
+        if end.is_ok() && want.len() == 64 && got != want {
+            return Err(bad(format!(
+                "corrupt: its sha256 is {got}, stored as {want}"
+            )));
+        }
+        unpacked.map_err(bad)?;
+        end.map(drop)
+            .map_err(|e| bad(format!("reading its end: {e}")))
     })
     .await
     .map_err(|e| JobError::permanent(STAGE, format!("the unpacking thread died: {e}")))?
 }
 
-/// The reading half of `unpack`: sends the decompressed stream in chunks,
-/// reads the object to its end and checks its sha256 against `want`.
-/// `Err(None)` when the writer stopped first: its error is the one to report.
-fn decompress(
-    inner: impl Read,
-    encrypted: bool,
-    identity: Option<std::sync::Arc<Identities>>,
-    want: &str,
-    tx: std::sync::mpsc::SyncSender<Chunk>,
-) -> Result<(), Option<String>> {
-    let mut hashing = Hashing {
-        inner,
-        sha: Sha256::new(),
-    };
-    let sent = send_plain(&mut hashing, encrypted, identity, &tx);
-    drop(tx);
-    if sent == Err(None) {
-        return sent;
-    }
-    // Even after a failure: a corrupt object is the cause worth naming.
-    let end = io::copy(&mut hashing, &mut io::sink());
-    let got = hex::encode(hashing.sha.finalize());
-    if end.is_ok() && want.len() == 64 && got != want {
-        return Err(Some(format!(
-            "corrupt: its sha256 is {got}, stored as {want}"
-        )));
-    }
-    sent?;
-    end.map(drop)
-        .map_err(|e| Some(format!("reading its end: {e}")))
-}
-
-/// Decrypts and decompresses, and sends the result in full chunks (fewer
-/// hand-overs than the decoder's small reads).
-fn send_plain(
+/// Decrypts, decompresses and unpacks the tar into `dir`.
+fn unpack_stream(
     hashing: &mut Hashing<impl Read>,
     encrypted: bool,
-    identity: Option<std::sync::Arc<Identities>>,
-    tx: &std::sync::mpsc::SyncSender<Chunk>,
-) -> Result<(), Option<String>> {
-    let failed = |what: String| {
-        // The writer sees a reading error; the message is reported from here.
-        let _ = tx.send(Err(io::Error::other("reading the base backup failed")));
-        Some(what)
-    };
+    identity: Option<&Identities>,
+    dir: &Path,
+) -> Result<(), String> {
     let plain: Box<dyn Read + '_> = if encrypted {
-        let ids = identity.as_ref().expect("checked before");
-        match ids.decrypt(io::BufReader::new(hashing)) {
-            Ok(r) => Box::new(r),
-            Err(e) => return Err(failed(format!("cannot decrypt: {e}"))),
-        }
+        let ids = identity.expect("checked before");
+        Box::new(
+            ids.decrypt(io::BufReader::new(hashing))
+                .map_err(|e| format!("cannot decrypt: {e}"))?,
+        )
     } else {
         Box::new(hashing)
     };
-    let mut z = zstd::stream::read::Decoder::new(plain)
-        .map_err(|e| failed(format!("cannot decompress: {e}")))?;
-    loop {
-        let mut chunk = vec![0u8; CHUNK];
-        let mut len = 0;
-        while len < CHUNK {
-            match z.read(&mut chunk[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(failed(format!("cannot decompress: {e}"))),
-            }
-        }
-        if len == 0 {
-            return Ok(());
-        }
-        chunk.truncate(len);
-        tx.send(Ok(chunk)).map_err(|_| None)?;
-    }
+    let mut z =
+        zstd::stream::read::Decoder::new(plain).map_err(|e| format!("cannot decompress: {e}"))?;
+    let mut archive = tar::Archive::new(&mut z);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
+    archive
+        .unpack(dir)
+        .map_err(|e| format!("cannot unpack into {}: {e}", dir.display()))?;
+    io::copy(&mut z, &mut io::sink()).map_err(|e| format!("reading its end: {e}"))?;
+    Ok(())
 }
 
 /// A value for postgresql.conf: single quotes doubled.
