@@ -68,7 +68,8 @@
 #                             where the load comes from
 #   PITR_BASE_VARIANTS="p d r z u"  phase 3's variants (p or d, and one of r,
 #                             z are needed for the targets)
-#   PITR_RESTORE_VARIANTS="t s b l" phase 4's variants (t and l are needed)
+#   PITR_RESTORE_VARIANTS="t s b l" phase 4's variants (t and l are needed;
+#                             w, replay alone, for reference)
 #   PITR_RESTORE_LOAD_SECONDS=60    pgbench before the restores (small: 10)
 #   BENCH_RESULTS             report path (default bench/results/pitr.md, or
 #                             bench/results/pitr.small.md for small)
@@ -121,7 +122,7 @@ done
 for p in "${PHASES[@]}"; do [[ $p =~ ^(rpo|load|base|restore)$ ]] || bench_die "unknown phase '$p' in PITR_PHASES"; done
 for v in "${VARIANTS[@]}"; do [[ $v =~ ^[pdrzu]$ ]] || bench_die "unknown variant '$v' in PITR_BASE_VARIANTS"; done
 for v in "${LOAD_VARIANTS[@]}"; do [[ $v =~ ^(off|on|rx|rxm)$ ]] || bench_die "unknown variant '$v' in PITR_LOAD_VARIANTS"; done
-for v in "${RESTORE_VARIANTS[@]}"; do [[ $v =~ ^[tsbl]$ ]] || bench_die "unknown variant '$v' in PITR_RESTORE_VARIANTS"; done
+for v in "${RESTORE_VARIANTS[@]}"; do [[ $v =~ ^[tsblw]$ ]] || bench_die "unknown variant '$v' in PITR_RESTORE_VARIANTS"; done
 # has WORD LIST...: whether WORD is one of LIST.
 has() {
   local w=$1
@@ -577,6 +578,24 @@ marker_ok() {
 # which closes every descriptor above 2 and execs the command.
 CLOSEFDS=(bash -c 'for f in /proc/$$/fd/*; do f=${f##*/}; ((f > 2)) && eval "exec $f>&-"; done; exec "$@"' closefds)
 
+# replay_prepare DIR: the untimed part of (w). pgbackup unpacks the base
+# backup, wal-fetch puts every stored segment into pg_wal, and the
+# restore_command finds nothing, so recovery reads pg_wal alone: replay
+# without any fetching, the floor for (t).
+replay_prepare() {
+  local t=$1 name
+  "${PGB_ENV[@]}" BACKUP_FILE_PREFIX=pitr/ PG_BIN_DIR="$PG_BIN" "$PGBACKUP_BIN" restore --to-time latest \
+    --target-dir "$t" >"$t.prepare.log" 2>&1 || bench_die "(w): unpacking failed: $(tail -1 "$t.prepare.log")"
+  for name in $(s3_keys "$BUCKET" pitr/wal/ | sed -n 's|^pitr/wal/\([0-9A-F]\{24\}\).*|\1|p' | sort -u); do
+    "${PGB_ENV[@]}" BACKUP_FILE_PREFIX=pitr/ BACKUP_WAL_PREFETCH_SEGMENTS=0 "$PGBACKUP_BIN" wal-fetch "$name" \
+      "$t/pg_wal/$name" >>"$t.prepare.log" 2>&1 || bench_die "(w): wal-fetch $name failed"
+  done
+  echo "restore_command = 'false'" >>"$t/postgresql.auto.conf"
+  [[ $(id -u) -ne 0 ]] || chown -R postgres: "$t"
+  rm -f "$t.prepare.log"
+  sync
+}
+
 # restore_run VARIANT ROUND
 restore_run() {
   local v=$1 r=$2 dir=$RUNS_DIR/restore.$1.$2 target port line
@@ -594,6 +613,12 @@ restore_run() {
         "$3/pg_ctl" -D "$2" -l "$2/recovery.log" -o "-p $4" -w -t 3600 start >/dev/null &&
         while [ -e "$2/recovery.signal" ]; do [ -e "$2/postmaster.pid" ] || exit 1; sleep 0.2; done' \
       sh "$PGBR_CONF" "$target" "$PG_BIN" "$port" ;;
+    w)
+      replay_prepare "$target"
+      bench_measure "$dir" -- "${CLOSEFDS[@]}" "${AS_PG[@]}" bash -c '"$1/pg_ctl" -D "$2" -l "$2/recovery.log" -o "-p $3" -w -t 3600 start >/dev/null &&
+        while [ -e "$2/recovery.signal" ]; do [ -e "$2/postmaster.pid" ] || exit 1; sleep 0.2; done' \
+        sh "$PG_BIN" "$target" "$port"
+      ;;
     l) bench_measure "$dir" -- "${PGB_ENV[@]}" PGPASSWORD="$PG_PASSWORD" BACKUP_FILE_PREFIX=logical/ "$PGBACKUP_BIN" restore latest \
       --target-url "$(pg_url_nopw "restore_$r")" --jobs 2 ;;
   esac || {
@@ -695,6 +720,7 @@ label() {
     s) echo '(s) the same, one segment per request (`BACKUP_WAL_PREFETCH_SEGMENTS=0`)' ;;
     b) echo '(b) `pgbackrest restore`, start, until recovery has ended' ;;
     l) echo '(l) `pgbackup restore latest --jobs 2` (logical dump of the database)' ;;
+    w) echo '(w) replay alone: start and recovery with the WAL already in pg_wal (untimed: unpacking, fetching)' ;;
   esac
 }
 

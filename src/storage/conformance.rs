@@ -69,6 +69,10 @@ async fn missing_objects_are_not_found(store: &dyn ObjectStore, prefix: &str) {
         Err(e) => assert!(e.is_not_found(), "get of a missing object: {e}"),
         Ok(_) => panic!("get of a missing object succeeded"),
     }
+    match store.get_with_meta(&key).await {
+        Err(e) => assert!(e.is_not_found(), "get_with_meta of a missing object: {e}"),
+        Ok(_) => panic!("get_with_meta of a missing object succeeded"),
+    }
 }
 
 async fn small_object_round_trip(store: &dyn ObjectStore, prefix: &str) {
@@ -84,6 +88,13 @@ async fn small_object_round_trip(store: &dyn ObjectStore, prefix: &str) {
     if let Some(n) = m.extra.get("stored-bytes") {
         assert_eq!(n, &body.len().to_string());
     }
+    // One request or two, the same metadata and bytes.
+    let (m2, mut r) = store.get_with_meta(&key).await.expect("get_with_meta");
+    assert_eq!(m2.sha256, m.sha256);
+    assert_eq!(m2.extra, m.extra);
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.expect("read");
+    assert_eq!(got, body.to_vec());
     let listed = store.list(prefix).await.expect("list");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].key, key);

@@ -268,6 +268,14 @@ pub trait ObjectStore: Send + Sync {
     /// An object's bytes; `NotFound` when it does not exist.
     async fn get(&self, key: &str) -> Result<ObjectReader, StoreError>;
 
+    /// An object's metadata and bytes. Two requests unless the store
+    /// answers both in one (S3's GetObject does): WAL is read this way, a
+    /// segment at a time.
+    async fn get_with_meta(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError> {
+        let meta = self.head(key).await?;
+        Ok((meta, self.get(key).await?))
+    }
+
     /// Deletes keys (and what travels with them); a missing key is not an
     /// error. Returns the keys that could not be deleted, with why.
     async fn delete(&self, keys: &[String]) -> Result<Vec<(String, String)>, StoreError>;

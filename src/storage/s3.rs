@@ -233,15 +233,20 @@ impl ObjectStore for S3Storage {
             .send()
             .await
             .map_err(|e| s3_error("HeadObject", &self.object(key), e))?;
-        let mut extra: std::collections::BTreeMap<String, String> = out
-            .metadata()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let sha256 = extra.remove(SHA256_KEY).unwrap_or_default();
-        if let Some(len) = out.content_length() {
-            extra.insert("stored-bytes".into(), len.to_string());
-        }
-        Ok(ObjectMeta { sha256, extra })
+        Ok(object_meta(out.metadata(), out.content_length()))
+    }
+
+    async fn get_with_meta(&self, key: &str) -> Result<(ObjectMeta, ObjectReader), StoreError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error("GetObject", &self.object(key), e))?;
+        let meta = object_meta(out.metadata(), out.content_length());
+        Ok((meta, Box::new(out.body.into_async_read())))
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader, StoreError> {
@@ -740,6 +745,21 @@ fn copy_source(bucket: &str, key: &str) -> String {
         "{bucket}/{}",
         percent_encoding::utf8_percent_encode(key, SET)
     )
+}
+
+/// The metadata HeadObject and GetObject both return.
+fn object_meta(
+    user: Option<&std::collections::HashMap<String, String>>,
+    len: Option<i64>,
+) -> ObjectMeta {
+    let mut extra: std::collections::BTreeMap<String, String> = user
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let sha256 = extra.remove(SHA256_KEY).unwrap_or_default();
+    if let Some(len) = len {
+        extra.insert("stored-bytes".into(), len.to_string());
+    }
+    ObjectMeta { sha256, extra }
 }
 
 /// One line that says what failed and whether retrying makes sense; the

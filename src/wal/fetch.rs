@@ -84,16 +84,12 @@ pub async fn read(
     identity: Option<&Identities>,
 ) -> Result<Vec<u8>, JobError> {
     let stage = Stage::Restore;
-    let meta = store
-        .head(&found.key)
+    let (meta, mut body) = store
+        .get_with_meta(&found.key)
         .await
         .map_err(|e| JobError::storage(stage, e))?;
     let mut stored = Vec::with_capacity(found.size as usize);
-    store
-        .get(&found.key)
-        .await
-        .map_err(|e| JobError::storage(stage, e))?
-        .read_to_end(&mut stored)
+    body.read_to_end(&mut stored)
         .await
         .map_err(|e| JobError::transient(stage, format!("reading {}: {e}", found.key)))?;
     let sha = hex::encode(Sha256::digest(&stored));

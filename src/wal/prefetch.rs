@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::fetch::read;
-use super::{select_wal, wal_prefix, Segment, WalObject, DEFAULT_SEGMENT_SIZE};
+use super::{select_wal, wal_prefix, Segment, StoredWal, WalObject, DEFAULT_SEGMENT_SIZE};
 use crate::crypto::Identities;
 use crate::error::{JobError, Stage};
 use crate::storage::ObjectStore;
@@ -190,11 +190,45 @@ impl Drop for PartGuard {
     }
 }
 
-/// What one read-ahead download did.
-enum Ahead {
-    Written,
-    /// No completed segment of that name is stored (yet).
-    NotStored,
+/// Completed segments the store holds, from one listing of the WAL prefix
+/// narrowed to a log file (the first 22 characters of a segment name: 256
+/// segments of 16 MiB), so that reading ahead is one request per segment
+/// rather than a listing, a HEAD and a GET.
+struct Listed {
+    prefix: String,
+    wal: Vec<StoredWal>,
+}
+
+/// The stored object of completed segment `name`, listing again when the
+/// listing at hand is of another log file or older than the segment.
+async fn find(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    listed: &mut Option<Listed>,
+    name: &str,
+) -> Result<Option<StoredWal>, JobError> {
+    let narrow = format!("{}{}", wal_prefix(prefix), &name[..name.len().min(22)]);
+    let hit = |listed: &Option<Listed>| {
+        listed
+            .as_ref()
+            .filter(|l| l.prefix == narrow)?
+            .wal
+            .iter()
+            .find(|w| matches!(&w.object, WalObject::Segment(s) if s == name))
+            .cloned()
+    };
+    if let Some(w) = hit(listed) {
+        return Ok(Some(w));
+    }
+    let listing = store
+        .list(&narrow)
+        .await
+        .map_err(|e| JobError::storage(Stage::Restore, e))?;
+    *listed = Some(Listed {
+        prefix: narrow.clone(),
+        wal: select_wal(prefix, &listing),
+    });
+    Ok(hit(listed))
 }
 
 /// The read-ahead itself: fills the window after the newest request until
@@ -211,6 +245,7 @@ pub async fn run(
     let Some(_lock) = try_lock(dir).map_err(io_err)? else {
         return Ok(());
     };
+    let mut listed = None;
     loop {
         let Some(req) = requested(dir) else {
             return Ok(());
@@ -225,15 +260,24 @@ pub async fn run(
             }
             continue;
         }
-        let mut downloads = futures::stream::iter(want)
-            .map(|s| one(store, prefix, identity, dir, s.name(DEFAULT_SEGMENT_SIZE)))
+        // Up to the first segment not stored (yet): the end of what there
+        // is, where a later request starts anew.
+        let mut found = Vec::new();
+        for s in &want {
+            match find(store, prefix, &mut listed, &s.name(DEFAULT_SEGMENT_SIZE)).await? {
+                Some(w) => found.push((s.name(DEFAULT_SEGMENT_SIZE), w)),
+                None => break,
+            }
+        }
+        let end = found.len() < want.len();
+        let mut downloads = futures::stream::iter(found)
+            .map(|(name, w)| one(store, identity, dir, name, w))
             .buffered(IN_FLIGHT);
         while let Some(r) = downloads.next().await {
-            match r? {
-                Ahead::Written => {}
-                // The end of what is stored: a later request starts anew.
-                Ahead::NotStored => return Ok(()),
-            }
+            r?;
+        }
+        if end {
+            return Ok(());
         }
     }
 }
@@ -254,11 +298,11 @@ async fn next_request(dir: &Path, after: Segment, idle: Duration) -> Option<Segm
 
 async fn one(
     store: &dyn ObjectStore,
-    prefix: &str,
     identity: Option<&Identities>,
     dir: &Path,
     name: String,
-) -> Result<Ahead, JobError> {
+    found: StoredWal,
+) -> Result<(), JobError> {
     let stage = Stage::Restore;
     let part = dir.join(format!("{name}{PART}"));
     // Created before the download, so that a request for this segment
@@ -266,25 +310,13 @@ async fn one(
     File::create(&part)
         .map_err(|e| JobError::permanent(stage, format!("{}: {e}", part.display())))?;
     let guard = PartGuard(part);
-    let listing = store
-        .list(&format!("{}{name}", wal_prefix(prefix)))
-        .await
-        .map_err(|e| JobError::storage(stage, e))?;
-    let wal = select_wal(prefix, &listing);
-    let Some(found) = wal
-        .iter()
-        .find(|w| matches!(&w.object, WalObject::Segment(s) if *s == name))
-    else {
-        return Ok(Ahead::NotStored);
-    };
-    let plain = read(store, found, identity).await?;
+    let plain = read(store, &found, identity).await?;
     let write = || -> io::Result<()> {
         let mut f = File::create(&guard.0)?;
         f.write_all(&plain)?;
         std::fs::rename(&guard.0, dir.join(&name))
     };
-    write().map_err(|e| JobError::permanent(stage, format!("{}: {e}", guard.0.display())))?;
-    Ok(Ahead::Written)
+    write().map_err(|e| JobError::permanent(stage, format!("{}: {e}", guard.0.display())))
 }
 
 #[cfg(test)]
@@ -392,6 +424,56 @@ mod tests {
         let t = Instant::now();
         assert!(!take(&dir, "000000010000000000000006", &dest));
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn segments_are_found_from_one_listing_per_log_file() {
+        use crate::storage::memory::MemoryStore;
+        use crate::storage::ObjectMeta;
+        let store = MemoryStore::new();
+        let key = |name: &str| format!("{}{name}.zst", wal_prefix("p/"));
+        let put = |name: &str| {
+            store.insert(
+                &key(name),
+                vec![1u8],
+                ObjectMeta::default(),
+                chrono::Utc::now(),
+            )
+        };
+        let (s5, s6, s7, s8) = (
+            "000000010000000000000005",
+            "000000010000000000000006",
+            "000000010000000000000007",
+            "000000010000000000000008",
+        );
+        put(s5);
+        put(s6);
+        let mut listed = None;
+        let found = find(&store, "p/", &mut listed, s5).await.unwrap();
+        assert_eq!(found.unwrap().key, key(s5));
+        // Answered from the listing at hand: gone from the store since, and
+        // still found (the download would then meet the error).
+        store.delete(&[key(s6)]).await.unwrap();
+        assert!(find(&store, "p/", &mut listed, s6).await.unwrap().is_some());
+        // Stored after the listing: the miss lists again.
+        put(s7);
+        assert_eq!(
+            find(&store, "p/", &mut listed, s7)
+                .await
+                .unwrap()
+                .unwrap()
+                .key,
+            key(s7)
+        );
+        assert!(find(&store, "p/", &mut listed, s8).await.unwrap().is_none());
+        // The next log file has a listing of its own.
+        let next = "000000010000000100000000";
+        put(next);
+        assert!(find(&store, "p/", &mut listed, next)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(listed.unwrap().prefix, "p/wal/0000000100000001000000");
     }
 
     #[tokio::test(start_paused = true)]
