@@ -250,15 +250,7 @@ impl ObjectStore for S3Storage {
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| s3_error("GetObject", &self.object(key), e))?;
-        Ok(Box::new(out.body.into_async_read()))
+        Ok(self.get_with_meta(key).await?.1)
     }
 
     /// Multipart uploads still open under `prefix`, all pages. S3 pages

@@ -263,9 +263,9 @@ pub async fn run(
         // Up to the first segment not stored (yet): the end of what there
         // is, where a later request starts anew.
         let mut found = Vec::new();
-        for s in &want {
-            match find(store, prefix, &mut listed, &s.name(DEFAULT_SEGMENT_SIZE)).await? {
-                Some(w) => found.push((s.name(DEFAULT_SEGMENT_SIZE), w)),
+        for name in want.iter().map(|s| s.name(DEFAULT_SEGMENT_SIZE)) {
+            match find(store, prefix, &mut listed, &name).await? {
+                Some(w) => found.push((name, w)),
                 None => break,
             }
         }
